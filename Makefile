@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine:  `make run` (the main job) and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The offline data folder shipped beside the checkout; override with OTBENCH_DATA=/path make ...
+export OTBENCH_DATA ?= $(abspath ../shared/data)
+PRESET ?= quick
+N ?= 200
+EPS ?= 2,3
+
+.PHONY: install run test bench report
+
+.otbench-installed: pyproject.toml
+	$(PIP) install -e '.[test]'
+	@# torchattacks ships an old `robustbench` folder; put the real one back if it won the install order
+	$(PYTHON) -m otbench.compat.robustbench || $(PIP) install --force-reinstall --no-deps robustbench==1.1.1
+	$(PYTHON) -m otbench.compat.robustbench
+	touch $@
+
+install: .otbench-installed
+
+run: install
+	otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
+	otbench report --preset $(PRESET) --tables otad-table-3 --out reports/$(PRESET)
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+bench: install
+	$(PYTHON) bench/bench_cip.py

@@ -1,0 +1,2 @@
+"""The optimal-transport defenses under test; each registers itself with otbench's defense registry."""
+from . import otad  # noqa: F401

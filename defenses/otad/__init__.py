@@ -1,0 +1,2 @@
+"""OTAD (papers/otad.txt): the FC ResNet, exact K-NN and the exact batched CIP solver."""
+from . import defense  # noqa: F401  (registers `otad`)

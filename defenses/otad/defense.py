@@ -1,0 +1,109 @@
+"""`otad`: ResNet-based OTAD (papers/otad.txt IV-A, Algorithm 2) on top of the shared FC ResNet.
+
+Test time: exact K nearest training inputs in l2, the convex integration step solved exactly and in batches
+(cip.py, following shared/design/cip.md), then the linear classifier H on the CIP feature.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from otbench.defense import Defense
+from otbench.errors import OTBenchError
+from otbench.registry import register_defense
+
+from .cip import FORMULATIONS, POTENTIALS, solve_cip
+from .model import TRAIN_PAPER, TRAIN_QUICK, feature_bank, load_or_train
+from .neighbours import ExactKNN
+
+# papers/otad.txt V-D1: K = 10, L = 2, l = 0, delta1 = delta2 = 0.2 on MNIST.
+OTAD_DEFAULTS: dict[str, Any] = {"K": 10, "L": 2.0, "l": 0.0, "delta1": 0.2, "delta2": 0.2,
+                                 "formulation": "paper", "potentials": "least", "batch_size": 500}
+
+
+class FCResNetDefense(Defense):
+    """Shared plumbing: the cached trained network, its training points and their features."""
+
+    presets = {"paper": {"train": TRAIN_PAPER, "defense": {}}, "quick": {"train": TRAIN_QUICK, "defense": {}}}
+
+    def __init__(self, data, config, device) -> None:
+        super().__init__(data, config, device)
+        self.net, self.train_record = load_or_train(data, config["train"], device)
+        self.train_x = data.take_train(config["train"]["train_size"]).x_train
+
+    def surrogate(self) -> nn.Module:
+        return self.net
+
+
+class NeighbourDefense(FCResNetDefense):
+    """Defenses that classify from the K nearest training points and their features."""
+
+    def __init__(self, data, config, device) -> None:
+        k = config["defense"]["K"]
+        if not isinstance(k, int) or k < 2:  # checked before any training starts
+            raise OTBenchError(f"K must be an integer of at least 2, got {k!r}")
+        super().__init__(data, config, device)
+        if k > len(self.train_x):
+            raise OTBenchError(f"K must be at most the {len(self.train_x)} training points, got {k}")
+        self.train_flat = self.train_x.flatten(1).to(device)
+        self.knn = ExactKNN(self.train_flat)
+        self.bank = feature_bank(self.net, self.train_x, device)  # z_i = R(x_i)
+        self.timings: Counter[str] = Counter()  # seconds spent per stage, for the benchmarks
+
+    @contextmanager
+    def timer(self, stage: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[stage] += time.perf_counter() - start
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        bs = self.config["defense"]["batch_size"]
+        return torch.cat([self._logits(x[i:i + bs]) for i in range(0, len(x), bs)])
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register_defense("otad")
+class OTAD(NeighbourDefense):
+    description = "OTAD: FC ResNet + exact K-NN + convex integration step (papers/otad.txt IV-A)"
+    differentiable = False  # the CIP step is solved, not differentiated (see otad-exact-grad for the latter)
+    surrogate_description = "the FC ResNet R and classifier H without the CIP step (= 'standard')"
+    presets = {"paper": {"train": TRAIN_PAPER, "defense": OTAD_DEFAULTS},
+               "quick": {"train": TRAIN_QUICK, "defense": OTAD_DEFAULTS}}
+
+    def __init__(self, data, config, device) -> None:
+        cfg = config["defense"]
+        if cfg["formulation"] not in FORMULATIONS:
+            raise OTBenchError(f"unknown formulation '{cfg['formulation']}'; valid: {', '.join(FORMULATIONS)}")
+        if cfg["potentials"] not in POTENTIALS:
+            raise OTBenchError(f"unknown potentials '{cfg['potentials']}'; valid: {', '.join(POTENTIALS)}")
+        if not cfg["l"] < cfg["L"]:
+            raise OTBenchError(f"OTAD needs l < L, got l={cfg['l']}, L={cfg['L']}")
+        super().__init__(data, config, device)
+        self.last_steps: torch.Tensor | None = None  # relaxation steps of the last batch, for diagnostics
+
+    def cip_features(self, x: torch.Tensor):
+        cfg = self.config["defense"]
+        flat = x.flatten(1).to(self.device)
+        with self.timer("neighbours"):
+            idx = self.knn.search(flat, cfg["K"])
+        with self.timer("cip"):
+            result = solve_cip(flat.double(), self.train_flat[idx].double(), self.bank[idx].double(),
+                               L=cfg["L"], l=cfg["l"], delta1=cfg["delta1"], delta2=cfg["delta2"],
+                               formulation=cfg["formulation"], potentials=cfg["potentials"])
+        self.last_steps = result.steps
+        return result
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.cip_features(x).features
+        return self.net.head(features.to(self.net.head.weight.dtype))

@@ -1,0 +1,238 @@
+"""`otbench list | train | run | report`. User mistakes print one line and exit 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import OTBenchError
+
+KINDS = ("defenses", "attacks", "datasets", "tables")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", help="folder holding MNIST/raw etc. (default: $OTBENCH_DATA, else the user cache)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", help="a registered dataset (otbench list datasets)")
+    p.add_argument("--preset", default="quick", help="paper (the paper's settings) or quick (minutes on a CPU)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a setting, e.g. defense.K=5, train.epochs=3, attack.n_queries=500")
+    p.add_argument("--config", help="TOML/JSON file with [defense], [train], [attack] settings")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack (and of nothing else)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otbench", description="Benchmark adversarial robustness of OT defenses.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered defenses, attacks, datasets and report tables")
+    p.add_argument("kind", nargs="?", choices=KINDS, help="one kind only")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train (or load from the cache) the model behind a defense")
+    p.add_argument("--defense", required=True)
+    _model_args(p)
+    _common(p)
+
+    p = sub.add_parser("run", help="evaluate defenses under attacks; results go to the results database")
+    p.add_argument("--defense", required=True, type=_csv, help="one or more, comma-separated")
+    p.add_argument("--attack", required=True, type=_csv, help="one or more, comma-separated")
+    p.add_argument("--eps", type=_floats, default=None, help="comma-separated budgets (default: the paper's)")
+    p.add_argument("--n", type=int, default=1000, help="number of test samples (paper: 1000)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the random test subset")
+    p.add_argument("--chunk", type=int, default=100, help="samples per committed chunk (resume granularity)")
+    p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
+    _model_args(p)
+    _common(p)
+
+    p = sub.add_parser("report", help="render registered tables from the results into reports/")
+    p.add_argument("--tables", type=_csv, default=None, help="comma-separated (default: all)")
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--preset", default="paper", help="which preset's results to report (default: paper)")
+    p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
+    p.add_argument("--fill", action="store_true", help="first run every missing cell of the tables")
+    p.add_argument("--n", type=int, default=1000, help="samples per cell when filling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=100)
+    _common(p)
+    return parser
+
+
+DEFAULT_EPS = {"square": [2.0, 3.0], "bpda-pgd": [2.0, 2.5, 3.0], "pgd": [0.1, 0.2, 0.3], "none": [0.0]}
+
+
+def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
+    from .registry import ATTACKS, DATASETS, DEFENSES, TABLES
+
+    out: dict[str, Any] = {}
+    kinds = [args.kind] if args.kind else list(KINDS)
+    if "defenses" in kinds:
+        out["defenses"] = {n: {"description": c.description, "differentiable": c.differentiable,
+                               "randomized": c.randomized, "surrogate": c.surrogate_description,
+                               "presets": sorted(c.presets)} for n in DEFENSES.names() for c in [DEFENSES.get(n)]}
+    if "attacks" in kinds:
+        out["attacks"] = {n: {"description": c.description, "threat_model": c.threat_model(),
+                              "defaults": c.defaults} for n in ATTACKS.names() for c in [ATTACKS.get(n)]}
+    if "datasets" in kinds:
+        out["datasets"] = DATASETS.names()
+    if "tables" in kinds:
+        out["tables"] = {n: TABLES.get(n)().title for n in TABLES.names()}
+    if not args.json:
+        for kind, entries in out.items():
+            print(f"{kind}:")
+            if isinstance(entries, list):
+                for n in entries:
+                    print(f"  {n}")
+                continue
+            for name, info in entries.items():
+                if isinstance(info, str):
+                    print(f"  {name:16s} {info}")
+                elif kind == "defenses":
+                    caps = ("differentiable" if info["differentiable"] else "non-differentiable") + \
+                           (", randomized" if info["randomized"] else "")
+                    print(f"  {name:16s} {info['description']} [{caps}; BPDA surrogate: {info['surrogate']}; "
+                          f"presets: {', '.join(info['presets'])}]")
+                else:
+                    print(f"  {name:16s} {info['description']} [{info['threat_model']}]")
+    return out
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    from .config import SECTIONS, load_config_file, parse_overrides
+
+    merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    if getattr(args, "config", None):
+        for s, values in load_config_file(args.config).items():
+            merged[s].update(values)
+    for s, values in parse_overrides(args.overrides).items():
+        merged[s].update(values)
+    return merged
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_dataset
+    from .defense import create_defense
+    from .provenance import resolve_device
+
+    data = load_dataset(args.dataset, args.data_root)
+    start = time.time()
+    defense = create_defense(args.defense, data, args.preset, _overrides(args), resolve_device(args.device))
+    out = {"defense": args.defense, "dataset": args.dataset, "preset": args.preset,
+           "train": defense.config.get("train"), "record": getattr(defense, "train_record", None),
+           "seconds": round(time.time() - start, 1)}
+    if not args.json:
+        print(f"{args.defense} on {args.dataset} (preset {args.preset}): {out['record']}")
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import eval_subset, load_dataset
+    from .defense import create_defense
+    from .provenance import resolve_device
+    from .registry import ATTACKS
+    from .runner import run_cell, worst_case
+    from .store import ResultStore
+
+    for name in args.attack:
+        ATTACKS.get(name)  # fail on a bad name before any training starts
+    if args.n < 1:
+        raise OTBenchError(f"--n must be at least 1, got {args.n}")
+    overrides = _overrides(args)
+    data = load_dataset(args.dataset, args.data_root)
+    subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
+    store = ResultStore(args.results)
+    device = resolve_device(args.device)
+    summaries, worst = [], []
+    for defense_name in args.defense:
+        defense = create_defense(defense_name, data, args.preset, {k: overrides[k] for k in ("train", "defense")}, device)
+        by_eps: dict[float, list[str]] = {}
+        for attack_name in args.attack:
+            for eps in args.eps if args.eps is not None else DEFAULT_EPS.get(attack_name, [0.0]):
+                s = run_cell(defense, attack_name, eps, subset, store, overrides["attack"], seed=args.seed,
+                             chunk_size=args.chunk, progress=not args.quiet)
+                summaries.append(s.as_dict())
+                by_eps.setdefault(eps, []).append(s.cell_id)
+                if not args.json:
+                    q = f", mean queries {s.mean_queries:.0f}" if s.mean_queries is not None else ""
+                    print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: clean "
+                          f"{100 * s.clean_accuracy:.1f}%, robust {100 * s.robust_accuracy:.1f}% (n={s.n}{q}; "
+                          f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
+        if len(args.attack) > 1:
+            for eps, cells in by_eps.items():
+                w = {"defense": defense_name, "eps": eps, "attacks": args.attack, **worst_case(store, cells, subset.ids)}
+                worst.append(w)
+                if not args.json:
+                    print(f"{defense_name} eps={eps:g}: worst case over {', '.join(args.attack)}: robust "
+                          f"{100 * w['robust_accuracy']:.1f}% (n={w['n']})")
+    store.close()
+    return {"cells": summaries, "worst_case": worst, "subset_seed": subset.seed, "sample_ids": list(subset.ids),
+            "results": str(store.path)}
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from .registry import TABLES
+    from .report.fill import fill_table
+    from .report.render import render_table
+    from .store import ResultStore
+
+    names = args.tables or TABLES.names()
+    specs = [TABLES.get(n)() for n in names]
+    store = ResultStore(args.results)
+    if args.fill:
+        for spec in specs:
+            fill_table(spec, store, args)
+    written = {}
+    for spec in specs:
+        paths = render_table(spec, store, Path(args.out), args.preset)
+        written[spec.name] = [str(p) for p in paths]
+        if not args.json:
+            print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
+    store.close()
+    return {"written": written}
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from .provenance import set_command
+
+    set_command(argv)
+    try:
+        out = COMMANDS[args.command](args)
+    except OTBenchError as exc:
+        print(f"otbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("otbench: interrupted; every finished chunk is stored; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

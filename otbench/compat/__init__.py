@@ -1,0 +1,1 @@
+"""Adapters for third-party packaging faults, kept in one place and imported lazily."""

@@ -1,0 +1,82 @@
+"""Dataset container, data-root resolution and the deterministic evaluation subset."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..registry import DATASETS
+
+DATA_ENV = "OTBENCH_DATA"
+CACHE_ENV = "OTBENCH_CACHE"
+OFFLINE_ENV = "OTBENCH_OFFLINE"  # set: never try to download, fail at once with where to put the files
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    source: str  # where the files came from, for the record
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def input_dim(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    def take_train(self, n: int | None) -> "Dataset":
+        """The first n training points (the training order is the files' own, so this is deterministic)."""
+        if n is None or n >= len(self.x_train):
+            return self
+        return Dataset(self.name, self.x_train[:n], self.y_train[:n], self.x_test, self.y_test,
+                       self.num_classes, self.source)
+
+
+@dataclass(frozen=True)
+class EvalSubset:
+    """The test samples a run evaluates: ids into the test split, drawn by a recorded seed."""
+
+    seed: int
+    ids: tuple[int, ...]
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "otbench")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """--data-root, else $OTBENCH_DATA, else the user cache."""
+    if data_root:
+        return Path(data_root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return cache_dir() / "data"
+
+
+def eval_subset(n_test: int, n: int, seed: int = 0) -> EvalSubset:
+    """The paper draws n random test samples; a fixed permutation makes smaller n a prefix of larger n."""
+    order = np.random.default_rng(seed).permutation(n_test)
+    return EvalSubset(seed=seed, ids=tuple(int(i) for i in order[: min(n, n_test)]))
+
+
+_LOADED: dict[tuple[str, str], Dataset] = {}
+
+
+def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> Dataset:
+    """Load a registered dataset once per process."""
+    root = resolve_data_root(data_root)
+    key = (name, str(root))
+    if key not in _LOADED:
+        _LOADED[key] = DATASETS.get(name)(root)
+    return _LOADED[key]

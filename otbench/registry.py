@@ -1,0 +1,96 @@
+"""Name -> factory registries for defenses, attacks, datasets and report tables (after timm's).
+
+Each kind has one `Registry`; modules register factories with its decorator, and the public surface is
+`create(name, **kw)`, `get(name)` and `names()`. Built-in modules and the Python entry points of the
+group `otbench.<kind>s` are imported on first use, so outside packages can add entries.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from .errors import OTBenchError
+
+T = TypeVar("T")
+
+# Modules whose import registers the built-in entries of each kind.
+_BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
+    "defense": ("defenses", "baselines"),
+    "attack": ("otbench.attacks",),
+    "dataset": ("otbench.data",),
+    "table": ("otbench.report.tables",),
+}
+
+
+def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}"
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._loaded = False
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator: register `obj` under `name` (default: its __name__)."""
+
+        def deco(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            if key in self._entries and self._entries[key] is not obj:
+                raise ValueError(f"{self.kind} '{key}' is registered twice")
+            self._entries[key] = obj
+            if isinstance(obj, type):
+                obj.name = key  # a class knows the name it is registered under
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in _BUILTIN_MODULES.get(self.kind, ()):
+            importlib.import_module(module)
+        for ep in entry_points(group=f"otbench.{self.kind}s"):
+            if ep.value.split(":")[0] in _BUILTIN_MODULES.get(self.kind, ()):
+                continue
+            try:
+                ep.load()
+            except Exception as exc:  # a broken plug-in must not take the harness down
+                import warnings
+
+                warnings.warn(f"otbench: entry point {ep.name} ({ep.value}) failed to load: {exc}")
+
+    def get(self, name: str) -> T:
+        self._load()
+        if name not in self._entries:
+            raise OTBenchError(unknown_name_message(self.kind, name, self._entries))
+        return self._entries[name]
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+
+DEFENSES: Registry = Registry("defense")
+ATTACKS: Registry = Registry("attack")
+DATASETS: Registry = Registry("dataset")
+TABLES: Registry = Registry("table")
+
+register_defense = DEFENSES.register
+register_attack = ATTACKS.register
+register_dataset = DATASETS.register
+register_table = TABLES.register

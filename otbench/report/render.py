@@ -1,0 +1,207 @@
+"""Render registered tables from the results store: Markdown, CSV, LaTeX and accuracy-vs-eps figures,
+each measured value beside the paper's and the gap, with the commands, preset, n and machine behind them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import merge
+from ..defense import build_config
+from ..registry import ATTACKS, DEFENSES
+from ..store import ResultStore
+from .paper import paper_value
+from .spec import Column, Row, TableSpec
+
+
+@dataclass
+class Cell:
+    row: Row
+    column: Column
+    measured: float | None  # percent
+    paper: float | None
+    n: int
+    cell_id: str | None
+    status: str  # "measured", "not run", "not available"
+
+
+def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> tuple[dict, dict] | None:
+    """The defense and attack configs a stored cell must have to count for this table cell."""
+    if row.defense not in DEFENSES:
+        return None
+    cls = DEFENSES.get(row.defense)
+    if preset not in cls.presets:
+        return None
+    defense_cfg = build_config(cls, preset, row.overrides)
+    attack_cfg = merge(ATTACKS.get(column.attack).defaults, column.attack_overrides, column.attack)
+    return defense_cfg, attack_cfg
+
+
+def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str) -> dict | None:
+    expected = expected_configs(spec, row, column, preset)
+    if expected is None:
+        return None
+    defense_cfg, attack_cfg = expected
+    best = None
+    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=column.attack, preset=preset):
+        if abs(cell["eps"] - column.eps) > 1e-12:
+            continue
+        stored_attack = {k: v for k, v in cell["attack_config"].items() if k != "chunk_size"}
+        if stored_attack != attack_cfg or any(cell["defense_config"].get(s) != defense_cfg.get(s)
+                                              for s in ("train", "defense")):
+            continue
+        cell["n"] = len(store.rows(cell["cell_id"]))
+        if cell["n"] and (best is None or (cell["n"], cell["created_at"]) > (best["n"], best["created_at"])):
+            best = cell
+    return best
+
+
+def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
+    out = []
+    for row in spec.rows:
+        for column in spec.columns:
+            setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
+            paper = paper_value(spec.paper, spec.paper_table, spec.dataset, row.paper_method, setting) \
+                if row.paper_method and setting else None
+            if row.defense not in DEFENSES:
+                out.append(Cell(row, column, None, paper, 0, None, "not available"))
+                continue
+            cell = find_cell(store, spec, row, column, preset)
+            if cell is None:
+                out.append(Cell(row, column, None, paper, 0, None, "not run"))
+                continue
+            rows = store.rows(cell["cell_id"])
+            hits = sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows)
+            out.append(Cell(row, column, 100.0 * hits / len(rows), paper, len(rows), cell["cell_id"], "measured"))
+    return out
+
+
+def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for c in cells:
+        if c.cell_id is None or c.cell_id in seen:
+            continue
+        seen.add(c.cell_id)
+        runs = store.runs(c.cell_id)
+        chunks = store.chunk_records(c.cell_id)
+        out.append({
+            "row": c.row.label, "column": c.column.label, "n": c.n,
+            "commands": sorted({r["command"] for r in runs}),
+            "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
+            "wall_seconds": round(sum(ch["wall_seconds"] for ch in chunks), 1),
+            "versions": json.loads(chunks[-1]["versions"]) if chunks else {},
+        })
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def frame(cells: list[Cell]) -> pd.DataFrame:
+    records = []
+    for c in cells:
+        records.append({"method": c.row.label, "column": c.column.label,
+                        "measured": None if c.measured is None else round(c.measured, 2),
+                        "paper": c.paper,
+                        "gap": None if c.measured is None or c.paper is None else round(c.measured - c.paper, 2),
+                        "n": c.n, "status": c.status, "cell_id": c.cell_id})
+    return pd.DataFrame.from_records(records)
+
+
+def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str) -> list[Path]:
+    cells = collect(spec, store, preset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = frame(cells)
+    paths = [out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md", out_dir / f"{spec.name}.tex"]
+    df.to_csv(paths[0], index=False)
+    prov = provenance(cells, store)
+    paths[1].write_text(markdown(spec, cells, prov, preset))
+    paths[2].write_text(latex(spec, cells))
+    if spec.figure and any(c.measured is not None for c in cells):
+        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png"))
+    return paths
+
+
+def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
+    by = {(c.row.label, c.column.label): c for c in cells}
+    grid = []
+    for row in spec.rows:
+        line = [row.label]
+        for col in spec.columns:
+            c = by[(row.label, col.label)]
+            if c.status == "not available":
+                measured = "n/a"
+            elif c.status == "not run":
+                measured = "not run"
+            else:
+                measured = _fmt(c.measured)
+            paper = _fmt(c.paper) if c.paper is not None else "–"
+            gap = f"{c.measured - c.paper:+.1f}" if c.measured is not None and c.paper is not None else ""
+            line.append(f"{measured} / {paper}" + (f" ({gap})" if gap else ""))
+        line.append(str(max((by[(row.label, col.label)].n for col in spec.columns), default=0)))
+        grid.append(line)
+    return grid
+
+
+def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str) -> str:
+    header = ["Method"] + [c.label for c in spec.columns] + ["n"]
+    lines = [f"# {spec.title}", "",
+             f"papers/{spec.paper}.txt, Table {spec.paper_table}; dataset `{spec.dataset}`, preset `{preset}`.",
+             "Each cell: **measured / paper (gap)**, accuracy in percent. `n/a`: defense not yet registered in "
+             "otbench; `not run`: no matching result in the store.", ""]
+    if spec.note:
+        lines += [spec.note, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells)]
+    lines += ["", "## How these numbers were made", ""]
+    if not prov:
+        lines.append("No measured cell yet.")
+    for p in prov:
+        lines.append(f"- **{p['row']} / {p['column']}**: n = {p['n']}, {p['wall_seconds']} s on "
+                     f"{'; '.join(p['machine'])} ({'; '.join(p['device'])}); torch {p['versions'].get('torch')}, "
+                     f"otbench {p['versions'].get('otbench-git', p['versions'].get('otbench'))}; "
+                     f"command: `{' | '.join(p['commands'])}`")
+    return "\n".join(lines) + "\n"
+
+
+def latex(spec: TableSpec, cells: list[Cell]) -> str:
+    cols = "l" + "c" * (len(spec.columns) + 1)
+    body = [" & ".join(["Method"] + [c.label for c in spec.columns] + ["$n$"]) + r" \\ \hline"]
+    for r in _grid(spec, cells):
+        body.append(" & ".join(x.replace("_", r"\_") for x in r) + r" \\")
+    return "\n".join([r"% generated by otbench report; cells are measured / paper (gap)",
+                      r"\begin{table}[t]", r"\centering", rf"\caption{{{spec.title}}}", rf"\begin{{tabular}}{{{cols}}}",
+                      *body, r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
+    """Accuracy vs eps per method (clean accuracy plotted at eps = 0), measured solid, paper dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, row in enumerate(spec.rows):
+        mine = [c for c in cells if c.row.label == row.label]
+        color = f"C{i % 10}"
+        for key, style, suffix in (("measured", "-o", ""), ("paper", "--x", " (paper)")):
+            pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
+                         for c in mine if getattr(c, key) is not None)
+            if pts and any(c.measured is not None for c in mine):
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row.label + suffix,
+                        alpha=1.0 if key == "measured" else 0.6)
+    ax.set_xlabel("L2 perturbation budget eps (0 = clean)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{spec.paper.upper()} Table {spec.paper_table}: {spec.dataset}")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

@@ -1,0 +1,36 @@
+"""How a report table is declared: rows are defenses (with config), columns are (attack, eps, metric)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    defense: str
+    paper_method: str | None = None  # the method's name in paper_tables.csv; None: not in the paper
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"defense": {...}, "train": {...}}
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    attack: str
+    eps: float
+    metric: str = "robust"  # "robust" or "clean" accuracy of the cell
+    paper_setting: str | None = None
+    attack_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    paper: str
+    paper_table: str
+    dataset: str
+    rows: tuple[Row, ...]
+    columns: tuple[Column, ...]
+    note: str = ""
+    figure: bool = False  # also draw accuracy vs eps

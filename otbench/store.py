@@ -1,0 +1,139 @@
+"""The results database: an embedded SQLite file of cells and their per-sample rows.
+
+A cell is (dataset, defense and its config, attack and its config, eps, seed); its rows are keyed by test
+sample id. Rows are committed one chunk at a time, so a killed run keeps every finished chunk and the
+next run of the same command computes only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULTS_ENV = "OTBENCH_RESULTS"
+DEFAULT_RESULTS = "otbench-results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id TEXT PRIMARY KEY, dataset TEXT, defense TEXT, defense_config TEXT, attack TEXT,
+    attack_config TEXT, eps REAL, seed INTEGER, subset_seed INTEGER, preset TEXT, created_at REAL);
+CREATE TABLE IF NOT EXISTS samples (
+    cell_id TEXT, sample_id INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER,
+    pert_norm REAL, queries INTEGER, chunk INTEGER, PRIMARY KEY (cell_id, sample_id));
+CREATE TABLE IF NOT EXISTS chunks (
+    cell_id TEXT, chunk INTEGER, n INTEGER, wall_seconds REAL, device TEXT, versions TEXT,
+    machine TEXT, finished_at REAL, PRIMARY KEY (cell_id, chunk));
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, sample_ids TEXT, n INTEGER,
+    wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT);
+"""
+
+
+def resolve_results_path(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS).expanduser()
+
+
+@dataclass
+class SampleRow:
+    sample_id: int
+    label: int
+    clean_pred: int
+    adv_pred: int
+    pert_norm: float
+    queries: int | None
+
+    @property
+    def clean_correct(self) -> bool:
+        return self.clean_pred == self.label
+
+    @property
+    def robust(self) -> bool:
+        """Correct on the clean input and on the adversarial one (the usual robust-accuracy count)."""
+        return self.clean_pred == self.label and self.adv_pred == self.label
+
+
+class ResultStore:
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = resolve_results_path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60)
+        self.db.executescript(_SCHEMA)
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- cells -------------------------------------------------------------------------------------
+    def ensure_cell(self, cell_id: str, meta: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (cell_id, meta["dataset"], meta["defense"], json.dumps(meta["defense_config"], sort_keys=True),
+             meta["attack"], json.dumps(meta["attack_config"], sort_keys=True), meta["eps"], meta["seed"],
+             meta["subset_seed"], meta["preset"], time.time()))
+        self.db.commit()
+
+    def cells(self, **where: Any) -> list[dict[str, Any]]:
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        cur = self.db.execute(f"SELECT * FROM cells WHERE {clause}", tuple(where.values()))
+        names = [c[0] for c in cur.description]
+        out = []
+        for row in cur.fetchall():
+            cell = dict(zip(names, row))
+            cell["defense_config"] = json.loads(cell["defense_config"])
+            cell["attack_config"] = json.loads(cell["attack_config"])
+            out.append(cell)
+        return out
+
+    # -- rows --------------------------------------------------------------------------------------
+    def done_ids(self, cell_id: str) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT sample_id FROM samples WHERE cell_id = ?", (cell_id,))}
+
+    def add_chunk(self, cell_id: str, chunk: int, rows: Iterable[SampleRow], meta: dict[str, Any]) -> None:
+        """All rows of a chunk and its record in one transaction: a chunk is stored whole or not at all."""
+        rows = list(rows)
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?)",
+                [(cell_id, r.sample_id, r.label, r.clean_pred, r.adv_pred, r.pert_norm, r.queries, chunk)
+                 for r in rows])
+            self.db.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?)",
+                            (cell_id, chunk, len(rows), meta["wall_seconds"], meta["device"],
+                             json.dumps(meta["versions"], sort_keys=True), meta["machine"], time.time()))
+
+    def rows(self, cell_id: str, ids: Iterable[int] | None = None) -> list[SampleRow]:
+        cur = self.db.execute("SELECT sample_id, label, clean_pred, adv_pred, pert_norm, queries FROM samples "
+                              "WHERE cell_id = ? ORDER BY sample_id", (cell_id,))
+        rows = [SampleRow(*r) for r in cur.fetchall()]
+        if ids is not None:
+            wanted = set(ids)
+            rows = [r for r in rows if r.sample_id in wanted]
+        return rows
+
+    def chunk_records(self, cell_id: str) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM chunks WHERE cell_id = ? ORDER BY chunk", (cell_id,))
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # -- runs --------------------------------------------------------------------------------------
+    def start_run(self, cell_id: str, command: str, ids: list[int], machine: str, versions: dict) -> int:
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO runs (cell_id, command, sample_ids, n, status, started_at, machine, versions) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (cell_id, command, json.dumps(ids), len(ids), "running", time.time(), machine,
+                 json.dumps(versions, sort_keys=True)))
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, wall_seconds: float, status: str = "complete") -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET status = ?, wall_seconds = ?, finished_at = ? WHERE run_id = ?",
+                            (status, wall_seconds, time.time(), run_id))
+
+    def runs(self, cell_id: str) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]

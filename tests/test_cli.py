@@ -1,0 +1,93 @@
+"""The CLI end to end on a small real-MNIST subset, and its handling of user mistakes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from otbench.cli import main
+from otbench.registry import TABLES
+from otbench.report.spec import Column, Row, TableSpec
+
+from support import TINY_TRAIN
+
+TINY_SETS = [f"--set=train.{k}={json.dumps(v)}" for k, v in TINY_TRAIN.items()]
+
+
+def run_json(capsys, argv):
+    assert main(argv + ["--json"] + ([] if argv[0] == "list" else ["--quiet"])) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_shows_every_kind_with_capabilities(capsys):
+    out = run_json(capsys, ["list"])
+    assert out["defenses"]["otad"]["differentiable"] is False
+    assert "surrogate" in out["defenses"]["otad"] and out["defenses"]["standard"]["differentiable"] is True
+    assert "needs scores" in out["attacks"]["square"]["threat_model"]
+    assert "mnist" in out["datasets"] and "otad-table-3" in out["tables"]
+
+
+@pytest.fixture()
+def tiny_table(monkeypatch):
+    rows = (Row("OTAD", "otad", "OTAD", {"train": dict(TINY_TRAIN)}),
+            Row("no defense", "standard", None, {"train": dict(TINY_TRAIN)}))
+    spec = TableSpec("tiny-table-3", "tiny Table III", "otad", "III", "mnist", rows,
+                     (Column("Standard Acc", "square", 2.0, "clean", "clean", {"n_queries": 30}),
+                      Column("Robust Acc eps=2", "square", 2.0, "robust", "eps=2", {"n_queries": 30})),
+                     figure=True)
+    monkeypatch.setitem(TABLES._entries, spec.name, lambda: spec)
+    return spec
+
+
+def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
+    db = str(tmp_path / "results.sqlite")
+    argv = ["run", "--defense", "otad,standard", "--attack", "square", "--dataset", "mnist", "--eps", "2",
+            "--n", "6", "--chunk", "3", "--results", db, "--set", "attack.n_queries=30", *TINY_SETS]
+    first = run_json(capsys, argv)
+    assert [c["defense"] for c in first["cells"]] == ["otad", "standard"]
+    assert all(c["n"] == 6 and c["computed"] == 6 for c in first["cells"])
+    assert all(c["robust_accuracy"] <= c["clean_accuracy"] for c in first["cells"])
+    assert len(first["sample_ids"]) == 6
+
+    second = run_json(capsys, argv)  # everything comes from the store
+    assert [c["computed"] for c in second["cells"]] == [0, 0]
+    assert [c["robust_accuracy"] for c in second["cells"]] == [c["robust_accuracy"] for c in first["cells"]]
+
+    out_dir = tmp_path / "reports"
+    written = run_json(capsys, ["report", "--tables", "tiny-table-3", "--preset", "quick", "--results", db,
+                                "--out", str(out_dir)])
+    assert {p.rsplit(".", 1)[1] for p in written["written"]["tiny-table-3"]} == {"csv", "md", "tex", "png"}
+    md = (out_dir / "tiny-table-3.md").read_text()
+    otad_clean = 100 * first["cells"][0]["clean_accuracy"]
+    assert f"| OTAD | {otad_clean:.1f} / 96.3 ({otad_clean - 96.3:+.1f})" in md
+    assert "n = 6" in md and "otbench run --defense otad,standard" in md.replace("  ", " ")
+
+
+def test_report_fill_runs_the_missing_cells(capsys, tmp_path, monkeypatch):
+    rows = (Row("KNN K=5", "knn", "KNN", {"train": dict(TINY_TRAIN), "defense": {"K": 5}}),)
+    spec = TableSpec("tiny-table-12", "tiny XII", "otad", "XII", "mnist", rows,
+                     (Column("Standard Acc", "none", 0.0, "clean", "K={K}"),))
+    monkeypatch.setitem(TABLES._entries, spec.name, lambda: spec)
+    db, out_dir = str(tmp_path / "r.sqlite"), tmp_path / "rep"
+    run_json(capsys, ["report", "--tables", spec.name, "--preset", "quick", "--results", db, "--out", str(out_dir),
+                      "--fill", "--n", "5"])
+    lines = (out_dir / "tiny-table-12.csv").read_text().splitlines()
+    assert lines[1].split(",")[3] == "96.2" and lines[1].split(",")[6] == "measured"  # paper value K=5
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "otbench", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "--defense", "otda", "--attack", "square"], "Did you mean 'otad'?"),
+    (["run", "--defense", "otad", "--attack", "sqare"], "Did you mean 'square'?"),
+    (["run", "--defense", "otad", "--attack", "square", "--set", "K=5"], "expected SECTION.KEY=VALUE"),
+    (["run", "--defense", "otad", "--attack", "square", "--eps", "two"], "comma-separated numbers"),
+    (["run", "--defense", "otad", "--attack", "square", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["run", "--defense", "otad", "--attack", "square", "--config", "/nonexistent.toml"], "does not exist"),
+])
+def test_user_mistakes_are_one_line_errors(args, message):
+    res = cli(*args)
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from otbench.attacks import Attack, AttackOutput
+from otbench.data import eval_subset
+from otbench.errors import ThreatModelViolation
+from otbench.guard import check_threat_model
+from otbench.runner import run_cell
+from otbench.store import ResultStore
+
+
+class Overstep(Attack):
+    """A purpose-built cheating attack: steps 1.5 eps in L2."""
+
+    name = "overstep"
+    needs = "scores"
+    defaults = {"norm": "L2"}
+
+    def run(self, images, labels, seed):
+        d = torch.randn_like(images)
+        d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        return AttackOutput((images + 1.5 * self.eps * d).clamp(0, 1))
+
+
+def test_guard_accepts_within_eps_and_rejects_outside():
+    x = torch.full((4, 1, 4, 4), 0.5)
+    d = torch.zeros_like(x)
+    d[:, 0, 0, 0] = 0.2
+    assert torch.allclose(check_threat_model(x, x + d, "L2", 0.2), torch.full((4,), 0.2, dtype=torch.float64))
+    with pytest.raises(ThreatModelViolation, match="overstepped"):
+        check_threat_model(x, x + d, "L2", 0.1)
+    with pytest.raises(ThreatModelViolation, match="overstepped"):
+        check_threat_model(x, x + d, "Linf", 0.19)
+    with pytest.raises(ThreatModelViolation, match=r"\[0, 1\]"):
+        check_threat_model(x, x + 0.6, "Linf", 1.0)
+
+
+def test_runner_refuses_to_store_an_overstepping_attack(standard, tmp_path, monkeypatch):
+    from otbench.registry import ATTACKS
+
+    monkeypatch.setitem(ATTACKS._entries, "overstep", Overstep)
+    store = ResultStore(tmp_path / "r.sqlite")
+    subset = eval_subset(len(standard.data.x_test), 6, seed=0)
+    with pytest.raises(ThreatModelViolation):
+        run_cell(standard, "overstep", 1.0, subset, store, progress=False)
+    assert sum(len(store.rows(c["cell_id"])) for c in store.cells()) == 0

@@ -1,0 +1,86 @@
+"""The OTAD defense as a whole (the CIP solver itself is tested against cvxpy in test_cip.py)."""
+import pytest
+import torch
+
+from defenses.otad.neighbours import ExactKNN
+from otbench.defense import create_defense
+from otbench.errors import OTBenchError
+
+from support import TINY_TRAIN, tiny_overrides
+
+
+def brute_force_knn(train, x, k):
+    d = torch.cdist(x.flatten(1).double(), train.flatten(1).double())
+    return torch.argsort(d, dim=1, stable=True)[:, :k]
+
+
+@pytest.mark.parametrize("margin", [16, 0])  # margin 0 forces the float64 fallback path
+def test_exact_knn_matches_brute_force_on_real_mnist(mnist, margin):
+    train, x = mnist.x_train[:5000], mnist.x_test[:64]
+    knn = ExactKNN(train, margin=margin)
+    assert torch.equal(knn.search(x, 10), brute_force_knn(train, x, 10))
+    if margin == 0:
+        assert knn.fallbacks > 0
+
+
+def test_exact_knn_breaks_ties_by_index():
+    pts = torch.zeros(6, 4)
+    pts[3] = 1.0
+    assert ExactKNN(pts).search(torch.zeros(1, 4), 3).tolist() == [[0, 1, 2]]
+
+
+def test_knn_defense_is_H_of_mean_neighbour_feature(knn, test_batch):
+    x = test_batch[0][:10]
+    idx = brute_force_knn(knn.train_x, x, 10)
+    expected = knn.net.head(knn.net.features(knn.train_x[idx.flatten()]).view(10, 10, -1).mean(1))
+    assert torch.allclose(knn.logits(x), expected, atol=1e-4)
+
+
+def test_otad_classifies_and_is_deterministic(otad, standard, test_batch):
+    x, y = test_batch
+    first = otad.logits(x)
+    assert torch.equal(first, otad.logits(x))  # not randomized: identical calls, identical outputs
+    acc = (first.argmax(1) == y).float().mean().item()
+    assert acc >= (standard.predict(x) == y).float().mean().item() - 0.15 and acc > 0.6
+    assert otad.last_steps is not None and otad.last_steps.min() >= 0
+
+
+def test_otad_cip_feature_differs_from_the_network_feature(otad, test_batch):
+    """The CIP step must actually replace R(x): its feature is not the ResNet's."""
+    x = test_batch[0][:8]
+    res = otad.cip_features(x)
+    assert res.converged.all()
+    z = otad.net.features(x).double()
+    rel = ((res.features.double() - z).norm(dim=1) / z.norm(dim=1))
+    assert (rel > 1e-3).all()
+
+
+def test_formulation_and_potentials_change_the_identity_and_answer(mnist, otad, test_batch):
+    x = test_batch[0][:8]
+    ref = create_defense("otad", mnist, "quick", tiny_overrides(formulation="reference-code"))
+    assert ref.identity != otad.identity and ref.identity["defense"]["formulation"] == "reference-code"
+    assert not torch.allclose(ref.cip_features(x).features, otad.cip_features(x).features)
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"formulation": "mosek"}, "valid: paper, reference-code"),
+    ({"potentials": "smallest"}, "valid: least, lp"),
+    ({"K": 0}, "K must be an integer of at least 2"),
+    ({"l": 3.0}, "l < L"),
+    ({"Kay": 3}, "unknown otad defense setting 'Kay'"),
+])
+def test_bad_otad_settings_are_clear_errors(mnist, setting, message):
+    with pytest.raises(OTBenchError, match=message):
+        create_defense("otad", mnist, "quick", tiny_overrides(**setting))
+
+
+def test_unknown_preset_is_named(mnist):
+    with pytest.raises(OTBenchError, match="valid: paper, quick"):
+        create_defense("otad", mnist, "fast", {"train": dict(TINY_TRAIN)})
+
+
+def test_trained_model_is_cached_and_reused(mnist, standard):
+    again = create_defense("standard", mnist, "quick", {"train": dict(TINY_TRAIN)})
+    assert again.train_record == standard.train_record  # loaded, not retrained (same recorded time)
+    for a, b in zip(again.net.state_dict().values(), standard.net.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())

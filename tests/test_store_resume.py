@@ -1,0 +1,61 @@
+import pytest
+
+from otbench.attacks.pgd import PGD
+from otbench.data import eval_subset
+from otbench.registry import ATTACKS
+from otbench.runner import run_cell
+from otbench.store import ResultStore
+
+PGD_CFG = {"norm": "L2", "steps": 5}
+
+
+class InterruptedPGD(PGD):
+    """PGD that is killed (Ctrl-C) while working on its third chunk."""
+
+    calls = 0
+
+    def run(self, images, labels, seed):
+        InterruptedPGD.calls += 1
+        if InterruptedPGD.calls == 3:
+            raise KeyboardInterrupt
+        return super().run(images, labels, seed)
+
+
+def _rows(store):
+    (cell,) = store.cells()
+    return [(r.sample_id, r.clean_pred, r.adv_pred, round(r.pert_norm, 6)) for r in store.rows(cell["cell_id"])]
+
+
+def test_killed_run_keeps_finished_chunks_and_resumes_to_the_same_numbers(standard, tmp_path, monkeypatch):
+    subset = eval_subset(len(standard.data.x_test), 20, seed=1)
+    store = ResultStore(tmp_path / "a.sqlite")
+    monkeypatch.setitem(ATTACKS._entries, "pgd", InterruptedPGD)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+    assert len(_rows(store)) == 10  # two chunks were committed before the kill
+    (cell,) = store.cells()
+    assert [r["status"] for r in store.runs(cell["cell_id"])] == ["interrupted"]
+
+    monkeypatch.setitem(ATTACKS._entries, "pgd", PGD)
+    resumed = run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+    assert resumed.computed == 10 and resumed.n == 20
+
+    again = run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+    assert again.computed == 0 and again.robust_accuracy == resumed.robust_accuracy
+
+    fresh = ResultStore(tmp_path / "b.sqlite")
+    run_cell(standard, "pgd", 1.5, subset, fresh, PGD_CFG, chunk_size=5, progress=False)
+    assert _rows(fresh) == _rows(store)
+
+
+def test_cells_record_provenance(standard, tmp_path):
+    store = ResultStore(tmp_path / "c.sqlite")
+    subset = eval_subset(len(standard.data.x_test), 4, seed=0)
+    run_cell(standard, "none", 0.0, subset, store, progress=False)
+    (cell,) = store.cells()
+    assert cell["defense_config"]["train"]["seed"] == 0 and cell["seed"] == 0 and cell["preset"] == "quick"
+    assert cell["defense_config"]["trained"]["test_accuracy"] > 0.5
+    (chunk,) = store.chunk_records(cell["cell_id"])
+    assert '"torch"' in chunk["versions"] and chunk["machine"] and chunk["device"].startswith("cpu")
+    (run,) = store.runs(cell["cell_id"])
+    assert run["status"] == "complete" and run["n"] == 4 and run["wall_seconds"] >= 0
