@@ -52,15 +52,16 @@ def features_qcp(x: np.ndarray, X: np.ndarray, Z: np.ndarray, U: np.ndarray, L: 
     C1, C3 = c / L, c * 2 * l / L
     D = x - X  # rows x - X_j
 
-    def q(g):  # eq. 16 right-hand sides, one per neighbour (numpy or cvxpy g)
+    def q(g):  # eq. 16's right-hand sides, one per neighbour, for a numpy or a cvxpy g
+        sq = cp.sum_squares if isinstance(g, cp.Expression) else (lambda a: a @ a)
         out = []
         for j in range(K):
-            base = U[j] + Z[j] @ D[j] + c * ((g - Z[j]) @ (g - Z[j]) / L + l * (D[j] @ D[j]))
+            base = U[j] + Z[j] @ D[j] + c * (sq(g - Z[j]) / L + l * (D[j] @ D[j]))
             if formulation == "paper":
                 out.append(base - C3 * ((Z[j] - g) @ (X[j] - x)))
             else:
                 out.append(base - C3 * (Z[j] @ (X[j] - x)) - g @ D[j])
-        return np.array(out)
+        return out
 
     def dq(g):  # their gradients in g, (K, d)
         return 2 * C1 * (g - Z) + (C3 * -D if formulation == "paper" else -D)
@@ -69,17 +70,12 @@ def features_qcp(x: np.ndarray, X: np.ndarray, Z: np.ndarray, U: np.ndarray, L: 
     # handles more accurately than the raw g when |Z| >> |g - Z_j|.
     zbar = Z.mean(0)
     v, h = cp.Variable(), cp.Variable(X.shape[1])
-    cons = []
-    for j in range(K):
-        g = zbar + h
-        rhs = U[j] + Z[j] @ D[j] + c * (cp.sum_squares(g - Z[j]) / L + l * (D[j] @ D[j]))
-        if formulation == "paper":
-            rhs = rhs - C3 * ((Z[j] - g) @ (X[j] - x))
-        else:
-            rhs = rhs - C3 * (Z[j] @ (X[j] - x)) - g @ D[j]
-        cons.append(v >= rhs)
+    cons = [v >= rhs for rhs in q(zbar + h)]
     prob = cp.Problem(cp.Minimize(v), cons)
-    prob.solve(solver=cp.CLARABEL, **_CLARABEL)
+    try:
+        prob.solve(solver=cp.CLARABEL, **_CLARABEL)
+    except cp.SolverError:  # the tight tolerances can stall on degenerate data: the polish still applies
+        prob.solve(solver=cp.CLARABEL)
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise RuntimeError(f"reference QCP: {prob.status}")
     g, v = zbar + h.value, float(v.value)
@@ -89,11 +85,11 @@ def features_qcp(x: np.ndarray, X: np.ndarray, Z: np.ndarray, U: np.ndarray, L: 
     act = mu > 1e-6 * mu.max()
     scale = np.abs(q(g)).max() + 1
     while act.any():
-        g1, v1, m1 = _newton_kkt(g, v, mu[act], lambda g: q(g)[act], lambda g: dq(g)[act], C1)
+        g1, v1, m1 = _newton_kkt(g, v, mu[act], lambda g: np.array(q(g))[act], lambda g: dq(g)[act], C1)
         if m1.min() >= -1e-9:
             break
         act[np.flatnonzero(act)[m1.argmin()]] = False  # an interior-point residue, not an active constraint
-    if m1.min() >= -1e-9 and q(g1).max() - v1 <= 1e-11 * scale:
+    if m1.min() >= -1e-9 and max(q(g1)) - v1 <= 1e-11 * scale:
         return g1, v1
     return g, v  # polishing failed: keep the interior-point solution
 
@@ -115,14 +111,17 @@ def _newton_kkt(g, v, mu, q, dq, C1, iters=20):
 
 def solve_reference(x: np.ndarray, X: np.ndarray, Z: np.ndarray, *, L: float = 2.0, l: float = 0.0,
                     delta1: float = 0.2, delta2: float = 0.2, formulation: str = "paper",
-                    max_steps: int = 200) -> tuple[np.ndarray, float, list[bool]]:
+                    max_steps: int = 200, potentials: np.ndarray | None = None,
+                    polish: bool = True) -> tuple[np.ndarray, float, list[bool]]:
     """Algorithm 2 for one point: relax (L, l) step by step until eq. 15 is feasible, then eq. 16 with
-    the original (L, l). Returns (g, v, feasible), feasible[s] the verdict at step s (last one True)."""
+    the original (L, l). Returns (g, v, feasible), feasible[s] the verdict at step s (last one True).
+    `potentials`, if given, replace the LP's in eq. 16 (to compare features given the same U)."""
     verdicts = []
     for s in range(max_steps + 1):
         ok, U = potentials_lp(X, Z, L + s * delta1, l - s * delta2)
         verdicts.append(ok)
         if ok:
-            g, v = features_qcp(x, X, Z, U, L, l, formulation)
+            U = U if potentials is None else potentials
+            g, v = features_qcp(x, X, Z, U, L, l, formulation, polish)
             return g, v, verdicts
     raise RuntimeError("reference: still infeasible after max_steps")

@@ -84,3 +84,23 @@ def test_trained_model_is_cached_and_reused(mnist, standard):
     assert again.train_record == standard.train_record  # loaded, not retrained (same recorded time)
     for a, b in zip(again.net.state_dict().values(), standard.net.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu())
+
+
+def test_step_memo_is_exact(otad, test_batch):
+    """Cached relaxation steps give exactly what a fresh search gives, also on perturbed queries."""
+    from defenses.otad.cip import solve_cip
+    from defenses.otad.defense import StepCache
+
+    x = test_batch[0][:16]
+    otad.steps_cache = StepCache()
+    otad.cip_features(x)
+    assert otad.steps_cache.misses == 16 and otad.steps_cache.hits == 0
+    moved = (x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    cached = otad.cip_features(moved)
+    assert otad.steps_cache.hits > 0
+    flat = moved.flatten(1).double()
+    idx = otad.knn.search(flat, 10)
+    fresh = solve_cip(flat, otad.train_flat[idx].double(), otad.bank[idx].double(), L=2.0, l=0.0,
+                      delta1=0.2, delta2=0.2)
+    assert torch.equal(fresh.steps, cached.steps)
+    assert torch.allclose(fresh.features, cached.features, rtol=1e-12, atol=1e-12)

@@ -7,7 +7,8 @@ Per test point x with neighbours X and features Z = T(X) (papers/otad.txt, Algor
    by a primal active-set method run on the whole batch.
 Discrete decisions (s, the active set) are taken without autograd; U, the QP's face minimiser and the
 answer are then recomputed from them with autograd, so the result is differentiable almost everywhere
-in x, X and Z. All arithmetic is float64; d enters only through one Gram matrix per point.
+in x, X and Z. All arithmetic is float64; d enters only through one Gram matrix per point and the final
+combination g = sum_j lam_j p_j.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ POTENTIALS = ("least", "lp")
 _FEAS_RTOL = 1e-9   # a positive cycle this small relative to max|w| is rounding (duplicate neighbours)
 _PINV_RTOL = 1e-10  # eigenvalues of the scaled KKT matrix below this fraction of the largest count as 0
 _KKT_RTOL = 1e-9    # optimality: Frank-Wolfe gap and multipliers relative to the gradient's scale
-_CHUNK = 2 ** 20    # float64 elements per batch chunk of d-dimensional work (8 MiB: the allocator reuses it)
+_CHUNK = 2 ** 21    # float64 elements per batch chunk of d-dimensional work (16 MiB: the allocator reuses it)
 
 
 @dataclass
@@ -81,7 +82,8 @@ def _pair_terms(M: torch.Tensor, K: int) -> torch.Tensor:
 def _weights(T: torch.Tensor, L: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
     C1, C2, C3 = _constants(L, l)
     coef = torch.stack([torch.ones_like(C1), C1, C2, -C3], -1)  # (B, [S,] 4)
-    return torch.einsum("b...c,bcij->b...ij", coef, T)
+    B, _, K, _ = T.shape
+    return (coef.view(B, -1, 4) @ T.reshape(B, 4, K * K)).view(*coef.shape[:-1], K, K)
 
 
 def brenier_weights(X: torch.Tensor, Z: torch.Tensor, L, l) -> torch.Tensor:
@@ -178,22 +180,26 @@ def _lp_potentials(w: torch.Tensor) -> torch.Tensor:
     return (P @ (tight * r)[..., None])[:, :K, 0]
 
 
-def _kkt(H: torch.Tensor, free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _kkt(H: torch.Tensor, c: torch.Tensor, free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """KKT matrix of min 1/2 l'Hl - c'l s.t. sum l = 1, l_i = 0 off `free`; H scaled by s so that its
-    diagonal is <= 1 (the border of ones is O(1) too). Returns (matrix (B, K+1, K+1), s (B,))."""
-    s = H.diagonal(dim1=1, dim2=2).amax(1).clamp_min(torch.finfo(H.dtype).tiny)
+    diagonal is <= 1 (the border of ones is O(1) too). s >= 1e-12 max|c| (H and c share units on the
+    simplex): a smaller H is rounding (identical neighbours) and is treated as 0.
+    Returns (matrix (B, K+1, K+1), s (B,))."""
+    s = torch.maximum(H.diagonal(dim1=1, dim2=2).amax(1), 1e-12 * c.abs().amax(1))
+    s = s.clamp_min(torch.finfo(H.dtype).tiny)
     f = free.to(H.dtype)
     top = torch.cat([H / s[:, None, None] * f[:, :, None] * f[:, None, :] + torch.diag_embed(1 - f),
                      f[:, :, None]], 2)
     return torch.cat([top, torch.cat([f, f.new_zeros(len(f), 1)], 1)[:, None]], 1), s
 
 
-def _face_step(H: torch.Tensor, grad: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+def _face_step(H: torch.Tensor, c: torch.Tensor, grad: torch.Tensor,
+               free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Step p (B, K) to the minimiser of f on the face {sum l = 1, l_i = 0 off free}: l + p. Where that
     face has no minimiser (H singular on it), p is instead a descent ray of zero curvature, which the
     caller follows to the boundary; `singular` (B,) tells which."""
     K = H.shape[-1]
-    A, s = _kkt(H, free)
+    A, s = _kkt(H, c, free)
     rhs = torch.cat([torch.where(free, -grad, 0) / s[:, None], grad.new_zeros(len(grad), 1)], 1)
     ev, V = torch.linalg.eigh(A)
     keep = ev.abs() > _PINV_RTOL * ev.abs().amax(1, keepdim=True)
@@ -211,10 +217,12 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
     Returns (lam, free, converged)."""
     B, K, _ = H.shape
     hd = H.diagonal(dim1=1, dim2=2)
-    gscale = hd.amax(1) + (c - c.mean(1, keepdim=True)).abs().amax(1)
+    # scale of the gradient's spread; the last term absorbs rounding in c (e.g. identical neighbours)
+    gscale = hd.amax(1) + (c - c.mean(1, keepdim=True)).abs().amax(1) + 1e-6 * c.abs().amax(1)
     # Start on the face of the coordinates that are positive in the affine minimiser (often the answer).
     uniform = H.new_full((B, K), 1 / K)
-    p, singular = _face_step(H, (H @ uniform[..., None])[..., 0] - c, torch.ones_like(uniform, dtype=torch.bool))
+    grad = (H @ uniform[..., None])[..., 0] - c
+    p, singular = _face_step(H, c, grad, torch.ones_like(uniform, dtype=torch.bool))
     free = ((uniform + p > 0) | singular[:, None])
     free |= ~free.any(1, keepdim=True)
     lam = free / free.sum(1, keepdim=True).to(H.dtype)
@@ -222,9 +230,11 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
     for _ in range(max_iter):
         Ht, ct, lt, ft = H[todo], c[todo], lam[todo], free[todo]
         grad = (Ht @ lt[..., None])[..., 0] - ct
-        p, singular = _face_step(Ht, grad, ft)
+        p, singular = _face_step(Ht, ct, grad, ft)
         neg = ft & (p < -1e-14 * p.abs().amax(1, keepdim=True))
-        ratio, block = torch.where(neg, lt / torch.where(neg, -p, 1), torch.inf).min(1)
+        ratio = torch.where(neg, lt / torch.where(neg, -p, 1), torch.inf)
+        block = ratio.argmin(1)  # (values, indices) reductions are ~1000x slower on a busy CPU
+        ratio = ratio.gather(1, block[:, None])[:, 0]
         blocked = singular | (ratio < 1)
         lt = (lt + torch.where(blocked, ratio, 1)[:, None] * p).clamp_min(0)
         rows = blocked.nonzero()[:, 0]
@@ -233,7 +243,8 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
         # After a full step lt minimises f on its face: optimal unless a fixed coordinate's multiplier < 0.
         grad = (Ht @ lt[..., None])[..., 0] - ct
         kappa = torch.where(ft, torch.inf, grad - (lt * grad).sum(1, keepdim=True))
-        kmin, jmin = kappa.min(1)
+        jmin = kappa.argmin(1)
+        kmin = kappa.gather(1, jmin[:, None])[:, 0]
         opt = ~blocked & (kmin >= -_KKT_RTOL * gscale[todo])
         rows = (~blocked & ~opt).nonzero()[:, 0]
         ft[rows, jmin[rows]] = True
@@ -249,20 +260,28 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
 
 def solve_cip(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, *, L: float = 2.0, l: float = 0.0,
               delta1: float = 0.2, delta2: float = 0.2, formulation: str = "paper",
-              potentials: str = "least", max_steps: int = 2000) -> CIPResult:
-    """Algorithm 2 of OTAD for a batch: x (B, d), X (B, K, d) neighbours, Z (B, K, d) their features."""
-    for name, value, valid in (("formulation", formulation, FORMULATIONS), ("potentials", potentials, POTENTIALS)):
+              potentials: str = "least", max_steps: int = 2000,
+              steps: torch.Tensor | None = None) -> CIPResult:
+    """Algorithm 2 of OTAD for a batch: x (B, d), X (B, K, d) neighbours, Z (B, K, d) their features.
+
+    `steps`: the first feasible relaxation step per point when the caller already knows it (it depends on
+    the neighbourhood (X, Z) only, not on x, so callers may memoise it per neighbour set)."""
+    for name, value, valid in (("formulation", formulation, FORMULATIONS),
+                               ("potentials", potentials, POTENTIALS)):
         if value not in valid:
             raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     if not (L > 0 and l < L and delta1 >= 0 and delta2 >= 0 and max_steps >= 0):
         raise ValueError(f"need L > 0, l < L, delta1, delta2, max_steps >= 0; got L={L}, l={l}, "
                          f"delta1={delta1}, delta2={delta2}, max_steps={max_steps}")
     if X.dim() != 3 or Z.shape != X.shape or x.shape != (X.shape[0], X.shape[2]):
-        raise ValueError(f"need x (B, d), X and Z (B, K, d); got {tuple(x.shape)}, {tuple(X.shape)}, {tuple(Z.shape)}")
+        raise ValueError(f"need x (B, d), X and Z (B, K, d); got {tuple(x.shape)}, {tuple(X.shape)}, "
+                         f"{tuple(Z.shape)}")
     B, K, d = X.shape
     M = _grams(X, Z, x)
     T = _pair_terms(M, K)
-    steps = _search(T.detach(), L, l, delta1, delta2, max_steps)
+    if steps is None:
+        steps = _search(T.detach(), L, l, delta1, delta2, max_steps)
+    steps = steps.to(device=M.device, dtype=torch.long)
     s = steps.to(M.dtype)
     L_t, l_t = L + delta1 * s, l - delta2 * s
     w = _weights(T, L_t, l_t)
@@ -274,13 +293,14 @@ def solve_cip(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, *, L: float = 2
     alpha = l if formulation == "paper" else L - l  # p_j = Z_j + alpha (x - X_j)
     XX, ZZ, ZX = M[:, :K, :K], M[:, K:2 * K, K:2 * K], M[:, K:2 * K, :K]
     Gc = ZZ - alpha * (ZX + ZX.mT) + alpha ** 2 * XX  # p_j - pbar = Zc_j - alpha Xc_j
-    zd = M[:, K:2 * K, -1] - ZX.diagonal(dim1=1, dim2=2) + M[:, 2 * K, -1:] - M[:, 2 * K, :K]  # <Z_j, x - X_j>
+    zd = M[:, K:2 * K, -1] - ZX.diagonal(dim1=1, dim2=2) + M[:, 2 * K, -1:] - M[:, 2 * K, :K]  # <Z_j, x-X_j>
     dd = M[:, -1, -1:] - 2 * M[:, :K, -1] + XX.diagonal(dim1=1, dim2=2)                        # |x - X_j|^2
+    # e_j = b_j + C1 |p_j - pbar|^2, with b_j = e_j(cip.md) - C1 |p_j|^2 expanded (no |Z_j|^2 cancellation)
     e = U + (1 + C3 - 2 * alpha * C1) * zd + (C2 - alpha ** 2 * C1) * dd + C1 * Gc.diagonal(dim1=1, dim2=2)
     H = 2 * C1 * Gc
     lam, free, converged = _active_set(H.detach(), e.detach(), 4 * K + 10)
     if torch.is_grad_enabled() and e.requires_grad:
-        A, sc = _kkt(H, free)  # the face minimiser on the final support, for the gradient only
+        A, sc = _kkt(H, e, free)  # the face minimiser on the final support, for the gradient only
         rhs = torch.cat([torch.where(free, e, 0) / sc[:, None], e.new_ones(B, 1)], 1)
         lam_g = (torch.linalg.pinv(A, rtol=_PINV_RTOL, hermitian=True) @ rhs[..., None])[:, :K, 0]
         lam = lam + (lam_g - lam_g.detach())

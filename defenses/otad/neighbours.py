@@ -17,6 +17,7 @@ class ExactKNN:
         self.points = points.flatten(1).float().contiguous()  # (N, d)
         self.points64 = None  # made on demand, only when a row needs the float64 fallback
         self.sq_norms = self.points.double().pow(2).sum(1)
+        self.sq_norms32 = self.sq_norms.float()
         self.margin, self.block = margin, block
         self.fallbacks = 0  # rows the certificate could not settle (for diagnostics)
 
@@ -27,11 +28,13 @@ class ExactKNN:
 
     def _search_block(self, x: torch.Tensor, k: int) -> torch.Tensor:
         d = x.shape[1]
-        x32 = x.float()
-        xn = x32.double().pow(2).sum(1)
-        approx = xn.float()[:, None] + self.sq_norms.float()[None, :] - 2.0 * (x32 @ self.points.T)
+        xn = x.double().pow(2).sum(1)
+        # |p|^2 - 2 <p, x> ranks the points like the distance (|x|^2 is constant per query). Computed as
+        # (N, b) = points @ x^T: on a CPU this orientation is the faster one for small query batches.
+        approx = torch.addmm(self.sq_norms32[:, None], self.points, x.float().T, alpha=-2.0)
         m = min(k + self.margin, self.points.shape[0])
-        cand_d32, cand = approx.topk(m, dim=1, largest=False, sorted=True)
+        cand_d32, cand = approx.topk(m, dim=0, largest=False, sorted=True)
+        cand, cand_d32 = cand.T, cand_d32.T + xn.float()[:, None]
         exact = (x.double()[:, None, :] - self.points[cand].double()).pow(2).sum(-1)  # (b, m)
         # Stable sort on (distance, index): identical training images tie deterministically.
         order = torch.argsort(cand, dim=1)

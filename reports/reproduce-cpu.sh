@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The commands behind reports/paper/*: run on the 2-core CPU machine of this project (no GPU lent).
+# Every cell is resumable: rerunning this script computes only what is missing.
+set -euo pipefail
+export OTBENCH_RESULTS="${OTBENCH_RESULTS:-reports/results.sqlite}"
+otbench report --fill --tables otad-table-12 --preset paper --n 1000 --quiet --out reports/paper
+otbench run --defense standard --attack square --dataset mnist --eps 2,3 --n 500 --preset paper --quiet
+otbench run --defense otad --attack square --dataset mnist --eps 2,3 --n 200 --chunk 50 --preset paper --quiet
+otbench report --preset paper --out reports/paper
