@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 # The offline data folder shipped beside the checkout; override with OTBENCH_DATA=/path make ...
 export OTBENCH_DATA ?= $(abspath ../shared/data)
 PRESET ?= quick
-N ?= 200
+N ?= 100
 EPS ?= 2,3
 
 .PHONY: install run test bench report
@@ -19,8 +19,8 @@ EPS ?= 2,3
 install: .otbench-installed
 
 run: install
-	otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
-	otbench report --preset $(PRESET) --tables otad-table-3 --out reports/$(PRESET)
+	$(PYTHON) -m otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
+	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3 --out reports/$(PRESET)
 
 test: install
 	$(PYTHON) -m pytest -q tests

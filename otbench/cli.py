@@ -134,6 +134,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .defense import create_defense
     from .provenance import resolve_device
 
+    from .defense import build_config
+    from .registry import DEFENSES
+
+    build_config(DEFENSES.get(args.defense), args.preset, _overrides(args))  # names checked before loading data
     data = load_dataset(args.dataset, args.data_root)
     start = time.time()
     defense = create_defense(args.defense, data, args.preset, _overrides(args), resolve_device(args.device))
@@ -153,11 +157,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .runner import run_cell, worst_case
     from .store import ResultStore
 
+    # every name and setting is checked before any data is loaded or any model trained
+    from .defense import build_config
+    from .registry import DATASETS, DEFENSES
+
     for name in args.attack:
-        ATTACKS.get(name)  # fail on a bad name before any training starts
+        ATTACKS.get(name)
+    DATASETS.get(args.dataset)
     if args.n < 1:
         raise OTBenchError(f"--n must be at least 1, got {args.n}")
     overrides = _overrides(args)
+    for name in args.defense:
+        build_config(DEFENSES.get(name), args.preset, {k: overrides[k] for k in ("train", "defense")})
     data = load_dataset(args.dataset, args.data_root)
     subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
     store = ResultStore(args.results)

@@ -9,9 +9,8 @@ from otbench.cli import main
 from otbench.registry import TABLES
 from otbench.report.spec import Column, Row, TableSpec
 
-from support import TINY_TRAIN
+from support import DATA, TINY_TRAIN
 
-TINY_SETS = [f"--set=train.{k}={json.dumps(v)}" for k, v in TINY_TRAIN.items()]
 
 
 def run_json(capsys, argv):
@@ -41,8 +40,10 @@ def tiny_table(monkeypatch):
 
 def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
     db = str(tmp_path / "results.sqlite")
+    config = tmp_path / "tiny.toml"  # the training settings come from a config file, the attack's from --set
+    config.write_text("[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY_TRAIN.items()))
     argv = ["run", "--defense", "otad,standard", "--attack", "square", "--dataset", "mnist", "--eps", "2",
-            "--n", "6", "--chunk", "3", "--results", db, "--set", "attack.n_queries=30", *TINY_SETS]
+            "--n", "6", "--chunk", "3", "--results", db, "--set", "attack.n_queries=30", "--config", str(config), "--data-root", str(DATA)]
     first = run_json(capsys, argv)
     assert [c["defense"] for c in first["cells"]] == ["otad", "standard"]
     assert all(c["n"] == 6 and c["computed"] == 6 for c in first["cells"])
@@ -60,7 +61,7 @@ def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
     md = (out_dir / "tiny-table-3.md").read_text()
     otad_clean = 100 * first["cells"][0]["clean_accuracy"]
     assert f"| OTAD | {otad_clean:.1f} / 96.3 ({otad_clean - 96.3:+.1f})" in md
-    assert "n = 6" in md and "otbench run --defense otad,standard" in md.replace("  ", " ")
+    assert "n = 6" in md and "`otbench run --defense otad,standard" in md and "trained network: test accuracy" in md
 
 
 def test_report_fill_runs_the_missing_cells(capsys, tmp_path, monkeypatch):
@@ -70,7 +71,7 @@ def test_report_fill_runs_the_missing_cells(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(TABLES._entries, spec.name, lambda: spec)
     db, out_dir = str(tmp_path / "r.sqlite"), tmp_path / "rep"
     run_json(capsys, ["report", "--tables", spec.name, "--preset", "quick", "--results", db, "--out", str(out_dir),
-                      "--fill", "--n", "5"])
+                      "--fill", "--n", "5", "--data-root", str(DATA)])
     lines = (out_dir / "tiny-table-12.csv").read_text().splitlines()
     assert lines[1].split(",")[3] == "96.2" and lines[1].split(",")[6] == "measured"  # paper value K=5
 

@@ -80,6 +80,7 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
 
 
 def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
+    """One entry per measured store cell: what made it, where, how long."""
     seen, out = set(), []
     for c in cells:
         if c.cell_id is None or c.cell_id in seen:
@@ -87,14 +88,35 @@ def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
         seen.add(c.cell_id)
         runs = store.runs(c.cell_id)
         chunks = store.chunk_records(c.cell_id)
+        (cell,) = store.cells(cell_id=c.cell_id)
         out.append({
             "row": c.row.label, "column": c.column.label, "n": c.n,
             "commands": sorted({r["command"] for r in runs}),
             "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
             "wall_seconds": round(sum(ch["wall_seconds"] for ch in chunks), 1),
             "versions": json.loads(chunks[-1]["versions"]) if chunks else {},
+            "trained": cell["defense_config"].get("trained"), "attack_config": cell["attack_config"],
         })
     return out
+
+
+def _provenance_lines(prov: list[dict[str, Any]]) -> list[str]:
+    """Cells made the same way (command, machine, versions) share one line."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in prov:
+        key = (" | ".join(p["commands"]), "; ".join(p["machine"]), "; ".join(p["device"]),
+               p["versions"].get("torch"), p["versions"].get("otbench-git", p["versions"].get("otbench")))
+        groups.setdefault(key, []).append(p)
+    lines = []
+    for (command, host, device, torch_v, ours), items in groups.items():
+        cells = ", ".join(f"{p['row']} / {p['column']} (n = {p['n']}, {p['wall_seconds']} s)" for p in items)
+        lines.append(f"- `{command}` on {host}, {device}; torch {torch_v}, otbench {ours}: {cells}")
+    models = {json.dumps(p["trained"], sort_keys=True) for p in prov if p["trained"]}
+    for m in sorted(models):
+        rec = json.loads(m)
+        lines.append(f"- trained network: test accuracy {100 * rec['test_accuracy']:.2f}%, trained in "
+                     f"{rec['train_seconds']} s on {rec['device']}")
+    return lines
 
 
 def _fmt(v: float | None) -> str:
@@ -160,11 +182,7 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str) 
     lines += ["", "## How these numbers were made", ""]
     if not prov:
         lines.append("No measured cell yet.")
-    for p in prov:
-        lines.append(f"- **{p['row']} / {p['column']}**: n = {p['n']}, {p['wall_seconds']} s on "
-                     f"{'; '.join(p['machine'])} ({'; '.join(p['device'])}); torch {p['versions'].get('torch')}, "
-                     f"otbench {p['versions'].get('otbench-git', p['versions'].get('otbench'))}; "
-                     f"command: `{' | '.join(p['commands'])}`")
+    lines += _provenance_lines(prov)
     return "\n".join(lines) + "\n"
 
 
