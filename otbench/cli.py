@@ -164,8 +164,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.attack:
         ATTACKS.get(name)
     DATASETS.get(args.dataset)
-    if args.n < 1:
-        raise OTBenchError(f"--n must be at least 1, got {args.n}")
+    if args.n < 1 or args.chunk < 1:
+        raise OTBenchError(f"--n and --chunk must be at least 1, got --n {args.n} --chunk {args.chunk}")
     overrides = _overrides(args)
     for name in args.defense:
         build_config(DEFENSES.get(name), args.preset, {k: overrides[k] for k in ("train", "defense")})

@@ -87,6 +87,8 @@ def cli(*args):
     (["run", "--defense", "otad", "--attack", "square", "--eps", "two"], "comma-separated numbers"),
     (["run", "--defense", "otad", "--attack", "square", "--dataset", "cifar"], "unknown dataset 'cifar'"),
     (["run", "--defense", "otad", "--attack", "square", "--config", "/nonexistent.toml"], "does not exist"),
+    (["run", "--defense", "otad", "--attack", "square", "--chunk", "0"], "must be at least 1"),
+    (["run", "--defense", "otad", "--attack", "square", "--preset", "fast"], "valid: paper, quick"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message):
     res = cli(*args)

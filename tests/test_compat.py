@@ -16,3 +16,17 @@ def test_importing_otbench_does_not_import_robustbench():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_shadowing_robustbench_copy_is_detected_with_the_fix(tmp_path):
+    """torchattacks 3.5.1 ships an old top-level `robustbench` folder (no helper_files/)."""
+    (tmp_path / "robustbench").mkdir()
+    (tmp_path / "robustbench" / "__init__.py").write_text("")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "from otbench.compat.robustbench import is_shadowed, load_robustbench\n"
+            "from otbench.errors import OTBenchError\n"
+            "assert is_shadowed()\n"
+            "try:\n    load_robustbench()\nexcept OTBenchError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torchattacks" in out.stdout and "--force-reinstall --no-deps robustbench==1.1.1" in out.stdout

@@ -59,3 +59,18 @@ def test_cells_record_provenance(standard, tmp_path):
     assert '"torch"' in chunk["versions"] and chunk["machine"] and chunk["device"].startswith("cpu")
     (run,) = store.runs(cell["cell_id"])
     assert run["status"] == "complete" and run["n"] == 4 and run["wall_seconds"] >= 0
+
+
+def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
+    from otbench.runner import worst_case
+
+    store = ResultStore(tmp_path / "w.sqlite")
+    subset = eval_subset(len(standard.data.x_test), 12, seed=2)
+    a = run_cell(standard, "pgd", 1.0, subset, store, {"norm": "L2", "steps": 3}, progress=False)
+    b = run_cell(standard, "square", 1.0, subset, store, {"n_queries": 20}, progress=False)
+    rows_a = {r.sample_id: r.robust for r in store.rows(a.cell_id)}
+    rows_b = {r.sample_id: r.robust for r in store.rows(b.cell_id)}
+    expected = sum(rows_a[i] and rows_b[i] for i in subset.ids) / 12
+    worst = worst_case(store, [a.cell_id, b.cell_id], subset.ids)
+    assert worst == {"n": 12, "robust_accuracy": expected}
+    assert worst["robust_accuracy"] <= min(a.robust_accuracy, b.robust_accuracy)

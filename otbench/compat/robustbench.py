@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -44,8 +45,10 @@ def load_robustbench() -> ModuleType:
             raise OTBenchError("robustbench needs AutoAttack (module `autoattack` or `pyautoattack`); "
                                "pip install pyautoattack") from None
     try:
-        import robustbench
-        import robustbench.eval  # noqa: F401  (benchmark(); pulls in autoattack and pkg_resources)
+        with warnings.catch_warnings():  # its own deprecation noise (pkg_resources, torch.jit) is not ours
+            warnings.simplefilter("ignore")
+            import robustbench
+            import robustbench.eval  # noqa: F401  (benchmark(); pulls in autoattack and pkg_resources)
     except ModuleNotFoundError as exc:
         if exc.name == "pkg_resources":
             raise OTBenchError("robustbench imports pkg_resources, removed in setuptools 81; "
