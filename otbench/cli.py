@@ -169,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = _overrides(args)
     for name in args.defense:
         build_config(DEFENSES.get(name), args.preset, {k: overrides[k] for k in ("train", "defense")})
+        for attack in args.attack:
+            ATTACKS.get(attack).check_capabilities(DEFENSES.get(name))
     data = load_dataset(args.dataset, args.data_root)
     subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
     store = ResultStore(args.results)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The commands behind reports/paper/*: run on the 2-core CPU machine of this project (no GPU lent).
-# Every cell is resumable: rerunning this script computes only what is missing.
+# Every cell is resumable: rerunning this script computes only what is missing, and a larger --n
+# extends the cells (the test subset of n samples is a prefix of the one of a larger n).
 set -euo pipefail
 export OTBENCH_RESULTS="${OTBENCH_RESULTS:-reports/results.sqlite}"
+N_OTAD="${N_OTAD:-100}"
 otbench report --fill --tables otad-table-12 --preset paper --n 1000 --quiet --out reports/paper
 otbench run --defense standard --attack square --dataset mnist --eps 2,3 --n 500 --preset paper --quiet
-otbench run --defense otad --attack square --dataset mnist --eps 2,3 --n 200 --chunk 50 --preset paper --quiet
+otbench run --defense otad --attack square --dataset mnist --eps 2,3 --n "$N_OTAD" --chunk 50 --preset paper --quiet
 otbench report --preset paper --out reports/paper

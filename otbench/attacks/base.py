@@ -39,20 +39,22 @@ class Attack:
         if eps < 0:
             raise OTBenchError(f"eps must be >= 0, got {eps}")
         self.defense, self.eps = defense, float(eps)
-        self.check_capabilities(defense)
+        self.check_capabilities(type(defense))
 
     @property
     def norm(self) -> str | None:
         return self.config.get("norm")
 
-    def check_capabilities(self, defense: Defense) -> None:
-        if self.needs == "gradients" and not defense.differentiable:
+    @classmethod
+    def check_capabilities(cls, defense: type[Defense]) -> None:
+        """Refuse, before any work, a defense that cannot give what this attack needs."""
+        if cls.needs == "gradients" and not defense.differentiable:
             raise OTBenchError(
-                f"attack '{self.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
+                f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
                 f"Use 'bpda-pgd' (backward through: {defense.surrogate_description}) or a gradient-free "
                 f"attack such as 'square'")
-        if self.needs == "surrogate-gradients" and defense.surrogate() is None:
-            raise OTBenchError(f"attack '{self.name}' needs a differentiable surrogate, and defense "
+        if cls.needs == "surrogate-gradients" and defense.surrogate_description is None:
+            raise OTBenchError(f"attack '{cls.name}' needs a differentiable surrogate, and defense "
                                f"'{defense.name}' declares none; use a gradient-free attack such as 'square'")
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> AttackOutput:

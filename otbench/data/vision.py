@@ -58,7 +58,8 @@ def _load_torchvision(cls, folder: str, name: str, root: Path) -> Dataset:
         train = cls(str(work_root), train=True, download=True)
         test = cls(str(work_root), train=False, download=True)
     except (OSError, RuntimeError) as exc:  # offline and missing: urllib raises URLError (an OSError)
-        raise OTBenchError(_missing_message(name, folder, root, f"could not be downloaded ({exc})")) from None
+        why = " ".join(str(exc).split())  # urllib's message spans lines; the CLI prints one
+        raise OTBenchError(_missing_message(name, folder, root, f"could not be downloaded ({why})")) from None
 
     def as_float(t: torch.Tensor) -> torch.Tensor:
         return (t.float() / 255.0).unsqueeze(1)
