@@ -40,8 +40,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the attack (and of nothing else)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line pointing at --help, like every other otbench error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otbench", description="Benchmark adversarial robustness of OT defenses.")
+    parser = _Parser(prog="otbench", description="Benchmark adversarial robustness of OT defenses.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered defenses, attacks, datasets and report tables")
