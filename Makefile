@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 # The offline data folder shipped beside the checkout; override with OTBENCH_DATA=/path make ...
 export OTBENCH_DATA ?= $(abspath ../shared/data)
 PRESET ?= quick
-N ?= 100
+N ?= 20
 EPS ?= 2,3
 
 .PHONY: install run test bench report

@@ -204,13 +204,14 @@ def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, row in enumerate(spec.rows):
+    measured_rows = [r for r in spec.rows if any(c.measured is not None for c in cells if c.row.label == r.label)]
+    for i, row in enumerate(measured_rows):
         mine = [c for c in cells if c.row.label == row.label]
         color = f"C{i % 10}"
         for key, style, suffix in (("measured", "-o", ""), ("paper", "--x", " (paper)")):
             pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
                          for c in mine if getattr(c, key) is not None)
-            if pts and any(c.measured is not None for c in mine):
+            if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row.label + suffix,
                         alpha=1.0 if key == "measured" else 0.6)
     ax.set_xlabel("L2 perturbation budget eps (0 = clean)")
