@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 from .errors import OTBenchError
 
 SECTIONS = ("defense", "train", "attack")
+NULLABLE = {"train_size"}  # settings where null means "all" even when the preset gives a number
 
 
 def config_hash(obj: Any, length: int = 16) -> str:
@@ -61,5 +62,26 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any], what: str) -> di
     for key, value in override.items():
         if key not in out:
             raise OTBenchError(f"unknown {what} setting '{key}'; valid: {', '.join(sorted(out))}")
-        out[key] = value
+        out[key] = _checked(what, key, out[key], value)
     return out
+
+
+def _checked(what: str, key: str, default: Any, value: Any) -> Any:
+    """A setting keeps its default's type (an int may stand for a float; None defaults take ints)."""
+    if default is None or (value is None and key in NULLABLE):
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+        expected = "an integer or null"
+    elif isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok, expected = isinstance(value, str), "a string"
+    else:
+        ok, expected = True, ""
+    if not ok:
+        raise OTBenchError(f"{what} setting '{key}' must be {expected}, got {value!r}")
+    return value

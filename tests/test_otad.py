@@ -68,6 +68,7 @@ def test_formulation_and_potentials_change_the_identity_and_answer(mnist, otad, 
     ({"K": 0}, "K must be an integer of at least 2"),
     ({"l": 3.0}, "l < L"),
     ({"Kay": 3}, "unknown otad defense setting 'Kay'"),
+    ({"L": "two"}, "setting 'L' must be a number"),
 ])
 def test_bad_otad_settings_are_clear_errors(mnist, setting, message):
     with pytest.raises(OTBenchError, match=message):
