@@ -81,22 +81,27 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
 
 def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
     """One entry per measured store cell: what made it, where, how long."""
-    seen, out = set(), []
+    seen: dict[str, dict[str, Any]] = {}
+    out = []
     for c in cells:
-        if c.cell_id is None or c.cell_id in seen:
+        if c.cell_id is None:
             continue
-        seen.add(c.cell_id)
+        if c.cell_id in seen:  # one stored cell can fill several columns (clean and robust accuracy)
+            seen[c.cell_id]["column"] += f" + {c.column.label}"
+            continue
         runs = store.runs(c.cell_id)
         chunks = store.chunk_records(c.cell_id)
         (cell,) = store.cells(cell_id=c.cell_id)
-        out.append({
+        seen[c.cell_id] = {
             "row": c.row.label, "column": c.column.label, "n": c.n,
-            "commands": sorted({r["command"] for r in runs}),
+            "commands": sorted({r["command"] + ("" if r["status"] == "complete" else f" ({r['status']})")
+                                for r in runs}),
             "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
             "wall_seconds": round(sum(ch["wall_seconds"] for ch in chunks), 1),
             "versions": json.loads(chunks[-1]["versions"]) if chunks else {},
             "trained": cell["defense_config"].get("trained"), "attack_config": cell["attack_config"],
-        })
+        }
+        out.append(seen[c.cell_id])
     return out
 
 
@@ -153,6 +158,7 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
     grid = []
     for row in spec.rows:
         line = [row.label]
+        row_n = max(by[(row.label, col.label)].n for col in spec.columns)
         for col in spec.columns:
             c = by[(row.label, col.label)]
             if c.status == "not available":
@@ -163,8 +169,9 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
                 measured = _fmt(c.measured)
             paper = _fmt(c.paper) if c.paper is not None else "–"
             gap = f"{c.measured - c.paper:+.1f}" if c.measured is not None and c.paper is not None else ""
-            line.append(f"{measured} / {paper}" + (f" ({gap})" if gap else ""))
-        line.append(str(max((by[(row.label, col.label)].n for col in spec.columns), default=0)))
+            fewer = f" [n={c.n}]" if c.status == "measured" and c.n != row_n else ""
+            line.append(f"{measured} / {paper}" + (f" ({gap})" if gap else "") + fewer)
+        line.append(str(row_n))
         grid.append(line)
     return grid
 
