@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,10 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     return {"written": written}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "report": cmd_report}
 
 
@@ -240,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .provenance import set_command
 
     set_command(argv)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the run is marked interrupted; finished chunks are stored anyway
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         out = COMMANDS[args.command](args)
     except OTBenchError as exc:

@@ -94,7 +94,7 @@ def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
         (cell,) = store.cells(cell_id=c.cell_id)
         seen[c.cell_id] = {
             "row": c.row.label, "column": c.column.label, "n": c.n,
-            "commands": sorted({r["command"] + ("" if r["status"] == "complete" else f" ({r['status']})")
+            "commands": sorted({r["command"] + ("" if r["status"] == "complete" else " (killed or still running)")
                                 for r in runs}),
             "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
             "wall_seconds": round(sum(ch["wall_seconds"] for ch in chunks), 1),
