@@ -20,7 +20,7 @@ install: .otbench-installed
 
 run: install
 	$(PYTHON) -m otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
-	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3 --out reports/$(PRESET)
+	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3
 
 test: install
 	$(PYTHON) -m pytest -q tests

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="render registered tables from the results into reports/")
     p.add_argument("--tables", type=_csv, default=None, help="comma-separated (default: all)")
-    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--out", help="output folder (default: reports/<preset>)")
     p.add_argument("--preset", default="paper", help="which preset's results to report (default: paper)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--fill", action="store_true", help="first run every missing cell of the tables")
@@ -224,7 +224,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
             fill_table(spec, store, args)
     written = {}
     for spec in specs:
-        paths = render_table(spec, store, Path(args.out), args.preset)
+        paths = render_table(spec, store, Path(args.out or Path("reports") / args.preset), args.preset)
         written[spec.name] = [str(p) for p in paths]
         if not args.json:
             print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
