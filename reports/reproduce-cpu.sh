@@ -8,4 +8,11 @@ N_OTAD="${N_OTAD:-100}"
 otbench report --fill --tables otad-table-12 --preset paper --n 1000 --quiet --out reports/paper
 otbench run --defense standard --attack square --dataset mnist --eps 2,3 --n 500 --preset paper --quiet
 otbench run --defense otad --attack square --dataset mnist --eps 2,3 --n "$N_OTAD" --chunk 50 --preset paper --quiet
+# Ablations recorded in the store (not part of a paper table): the CIP options on clean accuracy, and
+# Square's initial square size (torchattacks' default p_init 0.8 vs the Square paper's 0.1 for L2).
+for setting in defense.potentials=least defense.potentials=lp defense.formulation=reference-code; do
+  otbench run --defense otad --attack none --n 1000 --preset paper --set "$setting" --quiet
+done
+otbench run --defense otad --attack square --dataset mnist --eps 2 --n 50 --chunk 50 --preset paper \
+  --set attack.p_init=0.1 --quiet
 otbench report --preset paper --out reports/paper
