@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .config import config_hash, merge
+from .config import merge
 from .data import Dataset
 from .errors import OTBenchError
 from .registry import DEFENSES
@@ -96,7 +96,3 @@ def create_defense(name: str, data: Dataset, preset: str = "quick",
     """Build a registered defense (training its model if no cached checkpoint matches the config)."""
     cls = DEFENSES.get(name)
     return cls(data, build_config(cls, preset, overrides), torch.device(device))
-
-
-def defense_key(defense: Defense) -> str:
-    return config_hash(defense.identity)
