@@ -3,7 +3,6 @@ import pytest
 import torch
 import torchattacks
 
-from otbench.attacks.base import Attack
 from otbench.errors import OTBenchError
 from otbench.guard import perturbation_norms
 from otbench.registry import ATTACKS

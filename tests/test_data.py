@@ -1,9 +1,7 @@
-import os
 import shutil
 import stat
 
 import pytest
-import torch
 
 from otbench.data import eval_subset, load_dataset
 from otbench.data.base import _LOADED
