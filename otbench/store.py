@@ -113,6 +113,9 @@ class ResultStore:
             rows = [r for r in rows if r.sample_id in wanted]
         return rows
 
+    def count_rows(self, cell_id: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()[0]
+
     def chunk_records(self, cell_id: str) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM chunks WHERE cell_id = ? ORDER BY chunk", (cell_id,))
         names = [c[0] for c in cur.description]
