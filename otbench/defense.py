@@ -23,6 +23,7 @@ class Defense:
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
     surrogate_description: ClassVar[str | None] = None  # what BPDA differentiates instead, if anything
+    task: ClassVar[str] = "classification"  # or "regression": logits() then returns predictions
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}  # preset -> {"train": {}, "defense": {}}
 
     def __init__(self, data: Dataset, config: dict[str, Any], device: torch.device) -> None:
@@ -35,6 +36,10 @@ class Defense:
 
     def surrogate(self) -> nn.Module | None:
         """A differentiable module approximating the defense, for BPDA; None when there is none."""
+        return None
+
+    def metric_network(self) -> nn.Module | None:
+        """The embedding network that picks neighbours (a DML-net), for `dml-attack`; None if none."""
         return None
 
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

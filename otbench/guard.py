@@ -15,12 +15,15 @@ def perturbation_norms(x: torch.Tensor, adv: torch.Tensor, norm: str) -> torch.T
         return delta.norm(dim=1)
     if norm == "Linf":
         return delta.abs().amax(dim=1)
-    raise ValueError(f"unknown norm '{norm}'; valid: L2, Linf")
+    if norm == "RMS":  # the OT-Classifier paper's l2: root-mean-square over the pixels
+        return delta.norm(dim=1) / delta.shape[1] ** 0.5
+    raise ValueError(f"unknown norm '{norm}'; valid: L2, Linf, RMS")
 
 
 def check_threat_model(x: torch.Tensor, adv: torch.Tensor, norm: str | None, eps: float,
-                       attack: str = "attack") -> torch.Tensor:
+                       attack: str = "attack", bounded: bool = True) -> torch.Tensor:
     """Raise ThreatModelViolation unless every adv is within eps of x (in `norm`) and inside [0, 1].
+    An unbounded attack (eps is not a norm bound) is checked only for the domain.
     Returns the perturbation norms (L2 when the attack has no norm of its own)."""
     if adv.shape != x.shape:
         raise ThreatModelViolation(f"{attack} returned shape {tuple(adv.shape)} for inputs {tuple(x.shape)}")
@@ -30,6 +33,8 @@ def check_threat_model(x: torch.Tensor, adv: torch.Tensor, norm: str | None, eps
     if low < 0.0 or high > 1.0:
         raise ThreatModelViolation(f"{attack} left the input domain [0, 1] (min {low:.6g}, max {high:.6g})")
     norms = perturbation_norms(x, adv, norm or "L2")
+    if not bounded:
+        return norms
     limit = eps * (1 + REL_TOL) + ABS_TOL if norm else ABS_TOL
     over = norms > limit
     if over.any():

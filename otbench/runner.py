@@ -83,7 +83,7 @@ def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[in
     x, y = data.x_test[index], data.y_test[index]
     clean = defense.predict(x)
     out = attack(x, y, seed=seed)
-    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name)
+    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded)
     adv = defense.predict(out.adv)  # the harness evaluates the adversarial inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     return [SampleRow(i, int(l), int(c), int(a), float(nrm), None if q is None else int(q))

@@ -16,6 +16,7 @@ from ..defense import Defense
 from ..errors import OTBenchError
 
 NEEDS = ("gradients", "surrogate-gradients", "scores", "labels", "nothing")
+GRADIENT_NEEDS = ("gradients", "surrogate-gradients")
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Attack:
     needs: ClassVar[str] = "gradients"
     norms: ClassVar[tuple[str, ...]] = ("L2", "Linf")
     eps_meaning: ClassVar[str] = "radius of the norm ball around the clean input, inputs in [0, 1]"
+    # False when eps is not a norm bound (ngopt-cw: eps is nevergrad's mutation sigma); the guard then
+    # checks only the input domain and the reached norms are recorded instead.
+    bounded: ClassVar[bool] = True
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)  # defense tasks this attack applies to
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
@@ -48,6 +53,9 @@ class Attack:
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:
         """Refuse, before any work, a defense that cannot give what this attack needs."""
+        if defense.task not in cls.tasks:
+            raise OTBenchError(f"attack '{cls.name}' applies to {'/'.join(cls.tasks)} defenses, but "
+                               f"'{defense.name}' is a {defense.task} defense")
         if cls.needs == "gradients" and not defense.differentiable:
             raise OTBenchError(
                 f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
@@ -65,7 +73,12 @@ class Attack:
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         raise NotImplementedError
 
+    @property
+    def uses_gradients(self) -> bool:
+        return self.needs in GRADIENT_NEEDS
+
     @classmethod
     def threat_model(cls) -> str:
         norms = "/".join(cls.norms) if cls.norms else "none"
-        return f"norm {norms}; needs {cls.needs}; eps = {cls.eps_meaning}"
+        bound = "" if cls.bounded else " (unbounded: norms reached are recorded)"
+        return f"norm {norms}{bound}; needs {cls.needs}; eps = {cls.eps_meaning}"
