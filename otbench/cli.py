@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the random test subset")
     p.add_argument("--chunk", type=int, default=100, help="samples per committed chunk (resume granularity)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
+    p.add_argument("--no-checks", action="store_true", help="skip the soundness diagnostics (README: Diagnostics)")
     _model_args(p)
     _common(p)
 
@@ -83,10 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=100)
     _common(p)
+
+    p = sub.add_parser("merge", help="copy the cells of other results databases (e.g. from a GPU machine) into one")
+    p.add_argument("sources", nargs="+", help="results databases to merge from")
+    p.add_argument("--results", help="target database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
-DEFAULT_EPS = {"square": [2.0, 3.0], "bpda-pgd": [2.0, 2.5, 3.0], "pgd": [0.1, 0.2, 0.3], "none": [0.0]}
+# The papers' budgets per attack (L2 on MNIST for OTAD; ngopt-cw's "eps" is NGOpt's mutation sigma).
+DEFAULT_EPS = {"square": [2.0, 3.0], "bpda-pgd": [2.0, 2.5, 3.0], "otad-exact-grad": [2.0, 2.5, 3.0],
+               "pgd": [0.1, 0.2, 0.3], "fgsm": [0.1, 0.2, 0.3], "eot-pgd": [0.1, 0.2, 0.3],
+               "dml-attack": [2.0, 2.5, 3.0], "ngopt-cw": [0.1, 0.15, 0.2], "cw-l2": [0.005],
+               "autoattack": [0.1, 0.2, 0.3], "none": [0.0]}
 
 
 def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .defense import create_defense
     from .provenance import resolve_device
     from .registry import ATTACKS
-    from .runner import run_cell, worst_case
+    from .runner import run_suite
     from .store import ResultStore
 
     # every name and setting is checked before any data is loaded or any model trained
@@ -171,10 +181,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
     for name in args.attack:
         ATTACKS.get(name)
+        if args.eps is None and name not in DEFAULT_EPS:
+            raise OTBenchError(f"attack '{name}' has no default budget; give one with --eps")
     DATASETS.get(args.dataset)
     if args.n < 1 or args.chunk < 1:
         raise OTBenchError(f"--n and --chunk must be at least 1, got --n {args.n} --chunk {args.chunk}")
     overrides = _overrides(args)
+    from .config import merge
+    from .runner import split_attack_config
+
+    for attack, config in split_attack_config(overrides["attack"], args.attack).items():
+        config = {k: v for k, v in config.items() if k != "eot_samples"}
+        merge(ATTACKS.get(attack).defaults, config, f"{attack} attack")
     for name in args.defense:
         build_config(DEFENSES.get(name), args.preset, {k: overrides[k] for k in ("train", "defense")})
         for attack in args.attack:
@@ -183,30 +201,30 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
     store = ResultStore(args.results)
     device = resolve_device(args.device)
-    summaries, worst = [], []
+    summaries, worst, flags = [], [], []
+    plan = {a: args.eps if args.eps is not None else DEFAULT_EPS[a] for a in args.attack}
     for defense_name in args.defense:
         defense = create_defense(defense_name, data, args.preset, {k: overrides[k] for k in ("train", "defense")}, device)
-        by_eps: dict[float, list[str]] = {}
-        for attack_name in args.attack:
-            for eps in args.eps if args.eps is not None else DEFAULT_EPS.get(attack_name, [0.0]):
-                s = run_cell(defense, attack_name, eps, subset, store, overrides["attack"], seed=args.seed,
-                             chunk_size=args.chunk, progress=not args.quiet)
-                summaries.append(s.as_dict())
-                by_eps.setdefault(eps, []).append(s.cell_id)
-                if not args.json:
-                    q = f", mean queries {s.mean_queries:.0f}" if s.mean_queries is not None else ""
-                    print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: clean "
-                          f"{100 * s.clean_accuracy:.1f}%, robust {100 * s.robust_accuracy:.1f}% (n={s.n}{q}; "
-                          f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
-        if len(args.attack) > 1:
-            for eps, cells in by_eps.items():
-                w = {"defense": defense_name, "eps": eps, "attacks": args.attack, **worst_case(store, cells, subset.ids)}
-                worst.append(w)
-                if not args.json:
-                    print(f"{defense_name} eps={eps:g}: worst case over {', '.join(args.attack)}: robust "
-                          f"{100 * w['robust_accuracy']:.1f}% (n={w['n']})")
+        result = run_suite(defense, plan, subset, store, overrides["attack"], seed=args.seed, chunk_size=args.chunk,
+                           progress=not args.quiet, checks=not args.no_checks)
+        summaries += [s.as_dict() for s in result.cells]
+        worst += result.worst_case
+        flags += [f.as_dict() for f in result.flags]
+        if args.json:
+            continue
+        for s in result.cells:
+            q = f", mean queries {s.mean_queries:.0f}" if s.mean_queries is not None else ""
+            nrm = f", mean norm {s.mean_norm:.3g}" if s.mean_norm is not None else ""
+            print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: clean "
+                  f"{100 * s.clean_accuracy:.1f}%, robust {100 * s.robust_accuracy:.1f}% (n={s.n}{q}{nrm}; "
+                  f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
+        for w in result.worst_case:
+            print(f"{defense_name} eps={w['eps']:g}: worst case over {', '.join(w['attacks'])}: robust "
+                  f"{100 * w['robust_accuracy']:.1f}% (n={w['n']})")
+        for f in result.flags:
+            print(f"  [{f.level}] {f.code}: {f.message}")
     store.close()
-    return {"cells": summaries, "worst_case": worst, "subset_seed": subset.seed, "sample_ids": list(subset.ids),
+    return {"cells": summaries, "worst_case": worst, "flags": flags, "subset_seed": subset.seed, "sample_ids": list(subset.ids),
             "results": str(store.path)}
 
 
@@ -232,11 +250,31 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     return {"written": written}
 
 
+def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
+    import sqlite3
+
+    from .store import ResultStore
+
+    store = ResultStore(args.results)
+    out = {}
+    for source in args.sources:
+        if not Path(source).is_file():
+            raise OTBenchError(f"results database {source} does not exist")
+        try:
+            out[source] = store.merge_from(source)
+        except sqlite3.DatabaseError as exc:
+            raise OTBenchError(f"{source} is not an otbench results database: {exc}") from None
+        if not args.json:
+            print(f"{source} -> {store.path}: " + ", ".join(f"{v} new {k}" for k, v in out[source].items()))
+    store.close()
+    return {"merged": out}
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "report": cmd_report}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "report": cmd_report, "merge": cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,12 @@ class Defense:
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
     surrogate_description: ClassVar[str | None] = None  # what BPDA differentiates instead, if anything
+    # differentiable almost everywhere though not declared differentiable (OTAD: the neighbour set is
+    # piecewise constant in x); such a defense offers `exact_module()` for exact-gradient attacks
+    piecewise_differentiable: ClassVar[bool] = False
+    # True when metric_network() returns the embedding net that picks neighbours (OTAD-T's DML-net);
+    # `dml-attack` reads it from the class, so it refuses a defense before any model is built
+    has_metric_network: ClassVar[bool] = False
     task: ClassVar[str] = "classification"  # or "regression": logits() then returns predictions
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}  # preset -> {"train": {}, "defense": {}}
 
@@ -37,6 +43,12 @@ class Defense:
     def surrogate(self) -> nn.Module | None:
         """A differentiable module approximating the defense, for BPDA; None when there is none."""
         return None
+
+    def exact_module(self) -> nn.Module:
+        """An nn.Module with the defense's outputs whose autograd gives its exact (a.e.) gradient."""
+        if self.differentiable:
+            return self.module()
+        raise OTBenchError(f"defense '{self.name}' has no exact gradients")
 
     def metric_network(self) -> nn.Module | None:
         """The embedding network that picks neighbours (a DML-net), for `dml-attack`; None if none."""

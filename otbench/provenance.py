@@ -31,6 +31,8 @@ def package_versions() -> dict[str, str]:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("OTBENCH_GIT"):  # a copy of the tree without .git (a remote GPU machine) says it here
+        return os.environ["OTBENCH_GIT"]
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .attacks import Attack
+from .attacks.base import GRADIENT_NEEDS
 from .config import config_hash
 from .data import Dataset, EvalSubset
 from .defense import Defense
@@ -34,6 +35,7 @@ class CellSummary:
     wall_seconds: float
     cell_id: str
     computed: int  # samples computed by this call (the rest came from the store)
+    mean_norm: float | None = None  # mean perturbation norm of the successful adversarial examples
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,9 +98,115 @@ def summarize(store: ResultStore, cell_id: str, dataset: str, defense: Defense, 
     n = len(rows)
     queries = [r.queries for r in rows if r.queries is not None]
     wall = sum(c["wall_seconds"] for c in store.chunk_records(cell_id))
+    # unbounded attacks (ngopt-cw) are read by the distortion they reached: the mean over successes
+    won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
     return CellSummary(dataset, defense.name, defense.config.get("preset", ""), attack.name, attack.eps, n,
                        sum(r.clean_correct for r in rows) / max(n, 1), sum(r.robust for r in rows) / max(n, 1),
-                       sum(queries) / len(queries) if queries else None, wall, cell_id, computed)
+                       sum(queries) / len(queries) if queries else None, wall, cell_id, computed,
+                       sum(won) / len(won) if won else None)
+
+
+@dataclass
+class SuiteResult:
+    cells: list[CellSummary]
+    worst_case: list[dict[str, Any]]
+    flags: list[Any]  # otbench.checks.Flag
+
+
+def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
+              attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+              progress: bool = True, checks: bool = True) -> SuiteResult:
+    """Every (attack, eps) cell for one defense, the worst case per sample over the attacks at each eps,
+    and the soundness diagnostics of otbench.checks, recorded in the store beside the cells."""
+    from . import checks as chk
+
+    per_attack = split_attack_config(attack_config, list(attacks))
+    flags: list[Any] = []
+    randomized = defense.randomized
+    if checks:
+        index = torch.tensor(subset.ids[:16])
+        x, y = defense.data.x_test[index], defense.data.y_test[index]
+        pre = chk.preflight(defense, x, y, any(ATTACKS.get(a).needs in chk.GRADIENT_LIKE for a in attacks))
+        randomized, flags = pre.randomized, list(pre.flags)
+    summaries: list[CellSummary] = []
+    by_eps: dict[float, list[str]] = {}
+    for name, eps_list in attacks.items():
+        config = dict(per_attack[name])
+        if randomized and ATTACKS.get(name).needs in chk.GRADIENT_LIKE and "eot_samples" not in config:
+            config["eot_samples"] = chk.DEFAULT_EOT  # a randomized defense gets EOT (Athalye et al. 2018)
+        for eps in eps_list:
+            s = run_cell(defense, name, eps, subset, store, config, seed, chunk_size, progress)
+            summaries.append(s)
+            by_eps.setdefault(eps, []).append(s.cell_id)
+        if checks:
+            flags += undefended_check(defense, name, config, subset, store, seed, progress)
+    worst = []
+    if len(attacks) > 1:
+        for eps, cells in by_eps.items():
+            if len(cells) > 1:
+                worst.append({"defense": defense.name, "eps": eps, "attacks": list(attacks),
+                              **worst_case(store, cells, subset.ids)})
+    if checks:
+        cell_ids = [s.cell_id for s in summaries]
+        for f in flags:  # preflight flags concern the defense: attach them to this run's cells
+            f.cells = f.cells or cell_ids
+        group = [c for c in store.cells(dataset=defense.data.name, defense=defense.name)
+                 if c["seed"] == seed and c["subset_seed"] == subset.seed]
+        flags += [f for f in chk.cell_flags(store, group) if set(f.cells) & set(cell_ids)]
+        store.add_flags(flags)
+    return SuiteResult(summaries, worst, flags)
+
+
+def split_attack_config(attack_config: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Attack settings per attack. `KEY` goes to every attack of the run that has that setting (`--set
+    attack.steps=50`); `NAME.KEY` (or a [attack.NAME] table) to attack NAME only. A key no attack of the
+    run knows is an error, never silently ignored."""
+    from .errors import OTBenchError
+
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in (attack_config or {}).items():
+        if isinstance(value, dict) or "." in key:
+            items = value.items() if isinstance(value, dict) else [(key.split(".", 1)[1], value)]
+            target = key.split(".", 1)[0]
+            if target not in out:
+                raise OTBenchError(f"attack setting '{key}' names attack '{target}', which this run does not "
+                                   f"use; attacks of this run: {', '.join(names)}")
+            out[target].update(items)
+            continue
+        takers = [n for n in names if key in ATTACKS.get(n).defaults
+                  or (key == "eot_samples" and ATTACKS.get(n).needs in GRADIENT_NEEDS)]
+        if not takers:
+            valid = sorted({k for n in names for k in ATTACKS.get(n).defaults})
+            raise OTBenchError(f"unknown attack setting '{key}' for {', '.join(names)}; valid: {', '.join(valid)}")
+        for n in takers:
+            out[n].setdefault(key, value)
+    return out
+
+
+def undefended_check(defense: Defense, attack_name: str, attack_config: dict[str, Any], subset: EvalSubset,
+                     store: ResultStore, seed: int, progress: bool) -> list[Any]:
+    """Run the attack at a budget that must break anything on the defense's undefended network; an
+    attack that leaves it above chance is too weak to vouch for the defense (otbench.checks)."""
+    from . import checks as chk
+
+    cls = ATTACKS.get(attack_name)
+    if not cls.bounded or cls.needs == "nothing" or defense.surrogate() is None:
+        return []
+    view = chk.UndefendedView(defense)
+    norm = {**cls.defaults, **attack_config}.get("norm")
+    if norm not in chk.LARGE_EPS:
+        return []
+    eps = chk.large_eps(norm, defense.data.input_dim)
+    small = EvalSubset(subset.seed, subset.ids[:chk.UNDEFENDED_N])
+    s = run_cell(view, attack_name, eps, small, store, attack_config, seed, chk.UNDEFENDED_N, progress=False)
+    chance = 1 / defense.data.num_classes
+    if s.robust_accuracy > chance + chk.CHANCE_MARGIN:
+        return [chk.Flag("undefended-not-broken", "warning",
+                         f"{attack_name} ({norm}) at eps={eps:g} leaves the undefended network of {defense.name} at "
+                         f"{100 * s.robust_accuracy:.0f}% robust accuracy on {s.n} samples (chance "
+                         f"{100 * chance:.0f}%): the attack is too weak here to support a robustness claim",
+                         [s.cell_id])]
+    return []
 
 
 def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...]) -> dict[str, Any]:

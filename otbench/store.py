@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, sample_ids TEXT, n INTEGER,
     wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT);
+CREATE TABLE IF NOT EXISTS flags (
+    flag_key TEXT PRIMARY KEY, code TEXT, level TEXT, message TEXT, cells TEXT, created_at REAL);
 """
 
 
@@ -135,6 +137,44 @@ class ResultStore:
         with self.db:
             self.db.execute("UPDATE runs SET status = ?, wall_seconds = ?, finished_at = ? WHERE run_id = ?",
                             (status, wall_seconds, time.time(), run_id))
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    def add_flags(self, flags: Iterable[Any]) -> None:
+        """Record soundness flags (otbench.checks.Flag); the same flag twice is stored once."""
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO flags VALUES (?,?,?,?,?,?)",
+                                [(f.key, f.code, f.level, f.message, json.dumps(sorted(f.cells)), time.time())
+                                 for f in flags])
+
+    def flags(self, cell_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Stored flags, optionally only those touching one of `cell_ids`."""
+        cur = self.db.execute("SELECT code, level, message, cells FROM flags ORDER BY created_at")
+        out = [{"code": c, "level": lv, "message": m, "cells": json.loads(cs)} for c, lv, m, cs in cur.fetchall()]
+        if cell_ids is not None:
+            wanted = set(cell_ids)
+            out = [f for f in out if wanted & set(f["cells"])]
+        return out
+
+    # -- merging -----------------------------------------------------------------------------------
+    def merge_from(self, other: str | os.PathLike) -> dict[str, int]:
+        """Copy every cell, row, chunk, run and flag of another results database that this one lacks
+        (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent."""
+        self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        counts = {}
+        try:
+            with self.db:
+                for table in ("cells", "samples", "chunks", "flags"):
+                    before = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                    self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+                    counts[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] - before
+                cols = "cell_id, command, sample_ids, n, wall_seconds, status, started_at, finished_at, machine, versions"
+                before = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                self.db.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM other.runs o WHERE NOT EXISTS "
+                                f"(SELECT 1 FROM runs r WHERE r.cell_id = o.cell_id AND r.started_at = o.started_at)")
+                counts["runs"] = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] - before
+        finally:
+            self.db.execute("DETACH DATABASE other")
+        return counts
 
     def runs(self, cell_id: str) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))

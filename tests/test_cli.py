@@ -90,9 +90,24 @@ def cli(*args):
     (["run", "--defense", "otad", "--attack", "square", "--chunk", "0"], "must be at least 1"),
     (["run", "--defense", "otad", "--attack", "pgd"], "not differentiable. Use 'bpda-pgd'"),
     (["run", "--defense", "otad", "--attack", "square", "--preset", "fast"], "valid: paper, quick"),
+    (["run", "--defense", "otad", "--attack", "square", "--set", "attack.stepz=3"], "unknown attack setting 'stepz'"),
+    (["run", "--defense", "otad", "--attack", "square", "--set", "attack.pgd.steps=3"], "does not use"),
+    (["run", "--defense", "otad", "--attack", "square", "--set", "attack.eot_samples=5"], "unknown attack setting"),
+    (["run", "--defense", "standard", "--attack", "dml-attack"], "metric"),
+    (["merge", "/nonexistent.sqlite"], "does not exist"),
 ])
-def test_user_mistakes_are_one_line_errors(args, message):
-    res = cli(*args)
-    assert res.returncode == 2
-    assert message in res.stderr and "Traceback" not in res.stderr
+def test_user_mistakes_are_one_line_errors(args, message, capsys):
+    try:
+        rc = main(args)
+    except SystemExit as exc:  # argparse's own usage errors
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_user_mistake_in_a_real_process_prints_no_traceback():
+    res = cli("run", "--defense", "otda", "--attack", "square")
+    assert res.returncode == 2 and "Did you mean 'otad'?" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

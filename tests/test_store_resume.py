@@ -4,7 +4,7 @@ from otbench.attacks.pgd import PGD
 from otbench.data import eval_subset
 from otbench.registry import ATTACKS
 from otbench.runner import run_cell
-from otbench.store import ResultStore
+from otbench.store import ResultStore, SampleRow
 
 PGD_CFG = {"norm": "L2", "steps": 5}
 
@@ -74,3 +74,22 @@ def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
     worst = worst_case(store, [a.cell_id, b.cell_id], subset.ids)
     assert worst == {"n": 12, "robust_accuracy": expected}
     assert worst["robust_accuracy"] <= min(a.robust_accuracy, b.robust_accuracy)
+
+
+def test_merge_copies_missing_cells_once(tmp_path):
+    from otbench.cli import main
+
+    a, b = ResultStore(tmp_path / "a.sqlite"), ResultStore(tmp_path / "b.sqlite")
+    meta = {"dataset": "mnist", "defense": "standard", "defense_config": {}, "attack": "pgd", "attack_config": {},
+            "eps": 1.0, "seed": 0, "subset_seed": 0, "preset": "quick"}
+    rec = {"wall_seconds": 1.0, "versions": {}, "device": "cuda", "machine": "gpu"}
+    b.ensure_cell("c1", meta)
+    b.add_chunk("c1", 0, [SampleRow(i, 1, 1, i % 2, 0.5, None) for i in range(4)], rec)
+    b.start_run("c1", "otbench run", [0, 1, 2, 3], "gpu", {})
+    a.ensure_cell("c0", {**meta, "eps": 2.0})
+    b.close()
+    assert main(["merge", str(tmp_path / "b.sqlite"), "--results", str(tmp_path / "a.sqlite")]) == 0
+    assert main(["merge", str(tmp_path / "b.sqlite"), "--results", str(tmp_path / "a.sqlite")]) == 0  # idempotent
+    assert {c["cell_id"] for c in a.cells()} == {"c0", "c1"}
+    assert [r.adv_pred for r in a.rows("c1")] == [0, 1, 0, 1] and len(a.runs("c1")) == 1
+    assert main(["merge", str(tmp_path / "missing.sqlite"), "--results", str(tmp_path / "a.sqlite")]) == 2

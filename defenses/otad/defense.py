@@ -110,7 +110,8 @@ class NeighbourDefense(FCResNetDefense):
 @register_defense("otad")
 class OTAD(NeighbourDefense):
     description = "OTAD: FC ResNet + exact K-NN + convex integration step (papers/otad.txt IV-A)"
-    differentiable = False  # the CIP step is solved, not differentiated (see otad-exact-grad for the latter)
+    differentiable = False  # the CIP step is solved, not differentiated as a network is...
+    piecewise_differentiable = True  # ...but its exact solution is differentiable a.e. (otad-exact-grad)
     surrogate_description = "the FC ResNet R and classifier H without the CIP step (= 'standard')"
     presets = {"paper": {"train": TRAIN_PAPER, "defense": OTAD_DEFAULTS},
                "quick": {"train": TRAIN_QUICK, "defense": OTAD_DEFAULTS}}
@@ -128,10 +129,12 @@ class OTAD(NeighbourDefense):
         self.steps_cache = StepCache()
 
     def cip_features(self, x: torch.Tensor):
+        """The CIP features of x; differentiable a.e. in x when x requires grad (the neighbour set and the
+        relaxation step are piecewise constant in x, so only the QP's solution carries the gradient)."""
         cfg = self.config["defense"]
         flat = x.flatten(1).to(self.device)
         with self.timer("neighbours"):
-            idx = self.knn.search(flat, cfg["K"])
+            idx = self.knn.search(flat.detach(), cfg["K"])
         X, Z = self.train_flat[idx].double(), self.bank[idx].double()
         with self.timer("relaxation search"):
             steps = self.steps_cache.lookup(idx)
@@ -150,3 +153,22 @@ class OTAD(NeighbourDefense):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         features = self.cip_features(x).features
         return self.net.head(features.to(self.net.head.weight.dtype))
+
+    def exact_module(self) -> nn.Module:
+        return _ExactOTAD(self)
+
+
+class _ExactOTAD(nn.Module):
+    """OTAD's real outputs with autograd through the exact CIP solution (for `otad-exact-grad`)."""
+
+    def __init__(self, defense: OTAD) -> None:
+        super().__init__()
+        self.defense = defense
+        self.anchor = nn.Parameter(torch.zeros(1, device=defense.device), requires_grad=False)
+
+    def train(self, mode: bool = True) -> "_ExactOTAD":
+        self.training = mode  # BatchNorm inside stays in eval (see otbench.defense.DefenseModule)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.defense.logits(x)

@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from ..config import merge
 from ..defense import Defense
 from ..errors import OTBenchError
 
-NEEDS = ("gradients", "surrogate-gradients", "scores", "labels", "nothing")
-GRADIENT_NEEDS = ("gradients", "surrogate-gradients")
+# piecewise-gradients: the exact gradient of a defense that is differentiable almost everywhere (OTAD's CIP)
+NEEDS = ("gradients", "surrogate-gradients", "piecewise-gradients", "scores", "labels", "nothing")
+GRADIENT_NEEDS = ("gradients", "surrogate-gradients", "piecewise-gradients")
 
 
 @dataclass
@@ -38,7 +40,13 @@ class Attack:
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
+        eot = config.pop("eot_samples", 1)
         self.config = merge(self.defaults, config, f"{self.name} attack")
+        if eot != 1:  # stored only when used, so cells without EOT keep their identity
+            if self.needs not in GRADIENT_NEEDS or not isinstance(eot, int) or eot < 1:
+                raise OTBenchError(f"eot_samples applies to gradient attacks and must be an integer >= 1; "
+                                   f"'{self.name}' needs {self.needs}, got eot_samples={eot!r}")
+            self.config["eot_samples"] = eot
         if "norm" in self.config and self.config["norm"] not in self.norms:
             raise OTBenchError(f"{self.name}: unknown norm '{self.config['norm']}'; valid: {', '.join(self.norms)}")
         if eps < 0:
@@ -61,6 +69,9 @@ class Attack:
                 f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
                 f"Use 'bpda-pgd' (backward through: {defense.surrogate_description}) or a gradient-free "
                 f"attack such as 'square'")
+        if cls.needs == "piecewise-gradients" and not (defense.differentiable or defense.piecewise_differentiable):
+            raise OTBenchError(f"attack '{cls.name}' needs exact gradients, and defense '{defense.name}' is neither "
+                               f"differentiable nor differentiable almost everywhere; use 'bpda-pgd' or 'square'")
         if cls.needs == "surrogate-gradients" and defense.surrogate_description is None:
             raise OTBenchError(f"attack '{cls.name}' needs a differentiable surrogate, and defense "
                                f"'{defense.name}' declares none; use a gradient-free attack such as 'square'")
@@ -73,6 +84,14 @@ class Attack:
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         raise NotImplementedError
 
+    def model(self) -> nn.Module:
+        """The defense as a module for gradient attacks, with EOT when eot_samples > 1."""
+        return self.eot(self.defense.module())
+
+    def eot(self, module: nn.Module) -> nn.Module:
+        k = self.config.get("eot_samples", 1)
+        return EOTModule(module, k) if k > 1 else module
+
     @property
     def uses_gradients(self) -> bool:
         return self.needs in GRADIENT_NEEDS
@@ -82,3 +101,19 @@ class Attack:
         norms = "/".join(cls.norms) if cls.norms else "none"
         bound = "" if cls.bounded else " (unbounded: norms reached are recorded)"
         return f"norm {norms}{bound}; needs {cls.needs}; eps = {cls.eps_meaning}"
+
+
+class EOTModule(nn.Module):
+    """Expectation over Transformation (Athalye et al. 2018): the mean of k calls of a randomized model, so
+    any gradient attack on it follows the mean gradient over the defense's randomness."""
+
+    def __init__(self, model: nn.Module, samples: int) -> None:
+        super().__init__()
+        self.inner, self.samples = model, samples
+
+    def train(self, mode: bool = True) -> "EOTModule":
+        self.training = mode  # never reach the inner model's layers (see DefenseModule)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.inner(x) for _ in range(self.samples)]).mean(0)

@@ -36,5 +36,5 @@ class BPDAPGD(Attack):
     defaults = {**PGD_DEFAULTS, "norm": "L2"}
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
-        adv = run_pgd(BPDAModule(self.defense), self.config, self.eps, images, labels, seed, self.defense.device)
+        adv = run_pgd(self.eot(BPDAModule(self.defense)), self.config, self.eps, images, labels, seed, self.defense.device)
         return AttackOutput(adv, torch.full((len(images),), self.config["steps"], dtype=torch.long))

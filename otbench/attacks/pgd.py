@@ -29,5 +29,5 @@ class PGD(Attack):
     defaults = PGD_DEFAULTS
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
-        adv = run_pgd(self.defense.module(), self.config, self.eps, images, labels, seed, self.defense.device)
+        adv = run_pgd(self.model(), self.config, self.eps, images, labels, seed, self.defense.device)
         return AttackOutput(adv, torch.full((len(images),), self.config["steps"], dtype=torch.long))

@@ -1,5 +1,6 @@
 """Datasets: registered loaders returning in-memory tensors in [0, 1], and deterministic eval subsets."""
 from .base import Dataset, EvalSubset, eval_subset, load_dataset, resolve_data_root
 from . import vision, digits  # noqa: F401  (registers the built-in datasets)
+from . import cifar  # noqa: F401  (registers cifar10)
 
 __all__ = ["Dataset", "EvalSubset", "eval_subset", "load_dataset", "resolve_data_root"]

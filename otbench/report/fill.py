@@ -23,5 +23,6 @@ def fill_table(spec: TableSpec, store: ResultStore, args: argparse.Namespace) ->
     for row in rows.values():
         defense = create_defense(row.defense, data, args.preset, row.overrides, device)
         for c in (c for c in missing if c.row.label == row.label):
-            run_cell(defense, c.column.attack, c.column.eps, subset, store, c.column.attack_overrides,
-                     seed=args.seed, chunk_size=args.chunk, progress=not args.quiet)
+            for attack in c.column.attacks if c.column.metric == "worst" else (c.column.attack,):
+                run_cell(defense, attack, c.column.eps, subset, store, c.column.attack_overrides,
+                         seed=args.seed, chunk_size=args.chunk, progress=not args.quiet)

@@ -69,14 +69,33 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
             if row.defense not in DEFENSES:
                 out.append(Cell(row, column, None, paper, 0, None, "not available"))
                 continue
+            if column.metric == "worst":
+                out.append(_worst_cell(store, spec, row, column, preset, paper))
+                continue
             cell = find_cell(store, spec, row, column, preset)
             if cell is None:
                 out.append(Cell(row, column, None, paper, 0, None, "not run"))
                 continue
             rows = store.rows(cell["cell_id"])
-            hits = sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows)
-            out.append(Cell(row, column, 100.0 * hits / len(rows), paper, len(rows), cell["cell_id"], "measured"))
+            if column.metric == "norm":
+                won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
+                value = sum(won) / len(won) if won else None
+            else:
+                value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
+            out.append(Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured"))
     return out
+
+
+def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
+                paper: float | None) -> Cell:
+    """Robust only if robust under every attack of the column: the per-sample worst case."""
+    found = [find_cell(store, spec, row, Column(a, a, column.eps), preset) for a in column.attacks]
+    if any(f is None for f in found):
+        return Cell(row, column, None, paper, 0, None, "not run")
+    per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
+    common = set.intersection(*(set(p) for p in per))
+    value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
+    return Cell(row, column, value, paper, len(common), None, "measured")
 
 
 def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
@@ -146,7 +165,7 @@ def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str
     paths = [out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md", out_dir / f"{spec.name}.tex"]
     df.to_csv(paths[0], index=False)
     prov = provenance(cells, store)
-    paths[1].write_text(markdown(spec, cells, prov, preset))
+    paths[1].write_text(markdown(spec, cells, prov, preset, table_flags(cells, store)))
     paths[2].write_text(latex(spec, cells))
     if spec.figure and any(c.measured is not None for c in cells):
         paths.append(figure(spec, cells, out_dir / f"{spec.name}.png"))
@@ -176,7 +195,26 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
     return grid
 
 
-def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str) -> str:
+def table_flags(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
+    """Flags recorded with the table's cells, plus the stored-cell checks re-run over the table's cells."""
+    from ..checks import cell_flags
+
+    ids = [c.cell_id for c in cells if c.cell_id]
+    flags = {(f["code"], f["message"]): f for f in store.flags(ids)}
+    for f in cell_flags(store, [store.cells(cell_id=i)[0] for i in dict.fromkeys(ids)]):
+        flags.setdefault((f.code, f.message), f.as_dict())
+    return list(flags.values())
+
+
+def _flag_lines(flags: list[dict[str, Any]]) -> list[str]:
+    if not flags:
+        return ["No diagnostic fired (README.md, Diagnostics, lists the checks)."]
+    order = {"error": 0, "warning": 1, "info": 2}
+    return [f"- **{f['level']}** `{f['code']}`: {f['message']}" for f in sorted(flags, key=lambda f: order[f["level"]])]
+
+
+def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
+             flags: list[dict[str, Any]] | None = None) -> str:
     header = ["Method"] + [c.label for c in spec.columns] + ["n"]
     lines = [f"# {spec.title}", "",
              f"papers/{spec.paper}.txt, Table {spec.paper_table}; dataset `{spec.dataset}`, preset `{preset}`.",
@@ -186,6 +224,8 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str) 
         lines += [spec.note, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells)]
+    lines += ["", "## Diagnostics", ""]
+    lines += _flag_lines(flags)
     lines += ["", "## How these numbers were made", ""]
     if not prov:
         lines.append("No measured cell yet.")
@@ -217,11 +257,11 @@ def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
         color = f"C{i % 10}"
         for key, style, suffix in (("measured", "-o", ""), ("paper", "--x", " (paper)")):
             pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
-                         for c in mine if getattr(c, key) is not None)
+                         for c in mine if getattr(c, key) is not None and c.column.metric in ("clean", "robust"))
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row.label + suffix,
                         alpha=1.0 if key == "measured" else 0.6)
-    ax.set_xlabel("L2 perturbation budget eps (0 = clean)")
+    ax.set_xlabel(spec.x_label)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{spec.paper.upper()} Table {spec.paper_table}: {spec.dataset}")
     ax.set_ylim(-2, 102)

@@ -18,9 +18,12 @@ class Column:
     label: str
     attack: str
     eps: float
-    metric: str = "robust"  # "robust" or "clean" accuracy of the cell
+    # "robust" or "clean" accuracy of the cell; "norm": mean perturbation norm of its successful attacks;
+    # "worst": robust accuracy under the worst case per sample over `attacks` (each at this eps)
+    metric: str = "robust"
     paper_setting: str | None = None
     attack_overrides: dict[str, Any] = field(default_factory=dict)
+    attacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,4 @@ class TableSpec:
     columns: tuple[Column, ...]
     note: str = ""
     figure: bool = False  # also draw accuracy vs eps
+    x_label: str = "L2 perturbation budget eps (0 = clean)"

@@ -1,0 +1,107 @@
+"""The soundness diagnostics fire on purpose-built broken cases and stay quiet on the standard model."""
+import pytest
+import torch
+
+from otbench import checks
+from otbench.data import eval_subset
+from otbench.defense import Defense
+from otbench.runner import run_suite
+from otbench.store import ResultStore, SampleRow
+
+FAST = {"steps": 10, "n_queries": 150}
+
+
+class _Wrapped(Defense):
+    """A defense around the tiny standard network, for purpose-built failure cases."""
+
+    def __init__(self, standard):
+        super().__init__(standard.data, {"preset": "test", "kind": self.name}, standard.device)
+        self.net = standard.net
+
+    def surrogate(self):
+        return self.net
+
+
+class Masked(_Wrapped):
+    """Binarises its input with round(): accurate, but every input gradient is exactly zero."""
+
+    name, differentiable = "masked-test", True
+
+    def logits(self, x):
+        return self.net(torch.round(x))
+
+
+class Noisy(_Wrapped):
+    """Adds Gaussian input noise on every call but does not declare itself randomized."""
+
+    name, differentiable = "noisy-test", True
+
+    def logits(self, x):
+        return self.net((x + 0.05 * torch.randn_like(x)).clamp(0, 1))
+
+
+def _subset(data, n=20):
+    return eval_subset(len(data.x_test), n, seed=0)
+
+
+def _codes(result, level=None):
+    return {f.code for f in result.flags if level is None or f.level == level}
+
+
+def test_masked_gradients_are_flagged(standard, tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    result = run_suite(Masked(standard), {"pgd": [3.0], "square": [3.0]}, _subset(standard.data), store,
+                       {"norm": "L2", **FAST}, progress=False)
+    by = {c.attack: c for c in result.cells}
+    assert by["square"].robust_accuracy < by["pgd"].robust_accuracy  # the premise: PGD is blind here
+    assert {"zero-gradients", "gradient-free-beats-gradient"} <= _codes(result, "warning")
+    assert {f["code"] for f in store.flags([by["pgd"].cell_id])} >= {"gradient-free-beats-gradient"}
+
+
+def test_standard_model_raises_no_warning(standard, tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    result = run_suite(standard, {"pgd": [1.0, 2.0], "square": [2.0]}, _subset(standard.data), store,
+                       {"norm": "L2", **FAST}, progress=False)
+    assert not _codes(result, "warning") and not _codes(result, "error"), [f.message for f in result.flags]
+    assert result.worst_case and result.worst_case[0]["n"] == 20
+
+
+def test_undeclared_randomness_is_flagged_and_gets_eot(standard, tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    result = run_suite(Noisy(standard), {"pgd": [2.0]}, _subset(standard.data, 8), store,
+                       {"norm": "L2", "steps": 2}, progress=False)
+    assert "randomized" in _codes(result, "warning")
+    (cell,) = [c for c in store.cells(defense="noisy-test")]
+    assert cell["attack_config"]["eot_samples"] == checks.DEFAULT_EOT
+
+
+def test_a_weak_attack_is_flagged_by_the_undefended_check(standard, tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    weak = {"norm": "L2", "steps": 1, "step_ratio": 0.001, "random_start": False}
+    result = run_suite(standard, {"pgd": [2.0]}, _subset(standard.data), store, weak, progress=False)
+    assert "undefended-not-broken" in _codes(result, "warning")
+
+
+def _cell(store, cell_id, eps, rows, attack="pgd"):
+    store.ensure_cell(cell_id, {"dataset": "mnist", "defense": "standard", "defense_config": {}, "attack": attack,
+                                "attack_config": {"norm": "L2"}, "eps": eps, "seed": 0, "subset_seed": 0,
+                                "preset": "quick"})
+    store.add_chunk(cell_id, 0, rows, {"wall_seconds": 0, "versions": {}, "device": "cpu", "machine": "test"})
+
+
+def test_stored_cell_checks(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    ok = [SampleRow(i, 1, 1, 1, 0.0, None) for i in range(30)]
+    _cell(store, "e0", 0.0, ok[:10] + [SampleRow(10, 1, 1, 2, 0.0, None)])  # eps 0 changed a prediction
+    _cell(store, "e1", 1.0, [SampleRow(i, 1, 1, 2, 1.0, None) for i in range(30)])  # all broken at eps 1
+    _cell(store, "e2", 2.0, ok)  # none broken at eps 2: not monotone
+    flags = checks.cell_flags(store, store.cells())
+    codes = {f.code: f for f in flags}
+    assert codes["eps0-not-clean"].level == "error" and codes["eps0-not-clean"].cells == ["e0"]
+    assert set(codes["eps-not-monotone"].cells) == {"e1", "e2"}
+    assert len([f for f in flags if f.code == "eps-not-monotone"]) == 1  # e0 -> e2 is within noise
+
+
+@pytest.mark.parametrize("b,c,expected", [(10, 0, True), (5, 5, False), (1, 0, False), (30, 12, True), (20, 12, False)])
+def test_significance_rule(b, c, expected):
+    assert checks.significantly_more(b, c) is expected

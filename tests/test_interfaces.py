@@ -1,0 +1,246 @@
+"""otbench defenses driven by the real toolkits: ART, torchattacks and RobustBench's benchmark().
+
+Every attack test compares accuracy before and after, so an attack (or an interface) that does nothing
+fails. CIFAR-10 cannot be downloaded here: the RobustBench tests write a small folder in CIFAR-10's own
+pickle format (learnable class patterns plus noise) and train a tiny CNN on it for a few seconds.
+"""
+import pickle
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+import torchattacks
+from art.attacks.evasion import ProjectedGradientDescent, SquareAttack
+from art.exceptions import EstimatorError
+from torch import nn
+from torchvision import datasets
+
+from otbench.data import load_dataset
+from otbench.defense import Defense
+from otbench.errors import OTBenchError
+from otbench.interfaces import robustbench_benchmark, to_art, torch_module
+from otbench.interfaces.art import DefenseBlackBox
+from otbench.registry import DATASETS
+
+CIFAR_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+
+
+def accuracy(defense, x, y):
+    return (defense.predict(torch.as_tensor(x)) == y).float().mean().item()
+
+
+# -- a small CIFAR-10-format folder and a tiny CNN trained on it -------------------------------------
+def write_cifar10(root, per_batch=40, n_test=40, seed=0):
+    """The python batches torchvision reads: dicts of uint8 `data` (N, 3072), `labels`, `filenames`."""
+    rng = np.random.default_rng(seed)
+    # faint 8x8-block colour patterns: learnable in a second, and (like real CIFAR-10 models) not robust
+    patterns = np.kron(rng.choice([-1.0, 1.0], size=(10, 3, 4, 4)), np.ones((1, 1, 8, 8))).reshape(10, 3072)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    made = {}
+    for name in CIFAR_FILES:
+        y = rng.integers(0, 10, n_test if name == "test_batch" else per_batch)
+        x = np.clip(0.5 + 0.03 * patterns[y] + 0.1 * rng.standard_normal((len(y), 3072)), 0, 1)
+        if name == "test_batch":  # two wrong labels among the first 8, so clean accuracy there is 6/8:
+            y[[1, 4]] = (y[[1, 4]] + 1) % 10  # a benchmark that read other images would show another number
+        made[name] = ((x * 255).round().astype(np.uint8), y)
+        entry = {"batch_label": name, "labels": y.tolist(), "data": made[name][0],
+                 "filenames": [f"{name}_{i}.png" for i in range(len(y))]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return made
+
+
+class TinyCNN(Defense):
+    """Conv + BatchNorm + linear; the BatchNorm shows whether a toolkit flipped the net to train mode."""
+
+    name = "tiny-cnn"
+
+    def __init__(self, data, net):
+        super().__init__(data, {}, torch.device("cpu"))
+        self.net = net
+
+    @classmethod
+    def trained(cls, data):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(8 * 16 * 16, 10))
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+        for _ in range(60):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(data.x_train), data.y_train).backward()
+            opt.step()
+        return cls(data, net.eval())
+
+    def logits(self, x):
+        return self.net(x.to(self.device))
+
+
+class OpaqueCNN(TinyCNN):
+    differentiable = False
+
+
+@contextmanager
+def single_thread():
+    """Attacks make many tiny forward/backward passes; on the shared 2-core test machine two torch threads
+    spin-wait against other jobs (AutoAttack here: 16 s on two threads, 0.3 s on one)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar-root")
+    write_cifar10(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn(cifar_root):
+    with pytest.warns(UserWarning, match="not the official CIFAR-10"):
+        data = load_dataset("cifar10", cifar_root)
+    with single_thread():
+        return TinyCNN.trained(data)
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Any attempt by torchvision to fetch CIFAR-10 fails the test instead of going to the network."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr(datasets.cifar, "download_and_extract_archive", refuse)
+
+
+# -- the cifar10 loader ------------------------------------------------------------------------------
+def test_cifar10_reads_a_folder_in_cifar10s_format_with_a_warning(tmp_path, no_downloads):
+    made = write_cifar10(tmp_path, per_batch=3, n_test=5)
+    tmp_path.chmod(0o555)  # a read-only root is only read
+    try:
+        with pytest.warns(UserWarning, match="md5 differs"):
+            d = DATASETS.get("cifar10")(tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert d.x_train.shape == (15, 3, 32, 32) and d.x_test.shape == (5, 3, 32, 32)
+    train = np.concatenate([made[f"data_batch_{i}"][0] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
+    assert torch.equal(d.x_train, torch.from_numpy(train).float() / 255)
+    assert d.y_test.tolist() == made["test_batch"][1].tolist() and "not the official" in d.source
+    assert [p.name for p in tmp_path.iterdir()] == ["cifar-10-batches-py"]  # nothing written
+    assert sorted(p.name for p in (tmp_path / "cifar-10-batches-py").iterdir()) == sorted([*made, "batches.meta"])
+
+
+def test_cifar10_missing_offline_names_where_the_files_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTBENCH_OFFLINE", "1")
+    with pytest.raises(OTBenchError, match=r"cifar-10-batches-py and \$OTBENCH_OFFLINE forbids .*data_batch_1"):
+        DATASETS.get("cifar10")(tmp_path)
+
+
+# -- ART ---------------------------------------------------------------------------------------------
+def test_art_pgd_through_to_art_lowers_accuracy_and_leaves_batchnorm_alone(standard, test_batch):
+    x, y = test_batch
+    est = to_art(standard)
+    before = standard.logits(x[:8]).detach().clone()
+    est.loss_gradient(x[:8].numpy(), np.eye(10)[y[:8]], training_mode=True)  # ART flips train mode here
+    assert not standard.net.training and torch.equal(standard.logits(x[:8]).detach(), before)
+    assert np.allclose(est.predict(x.numpy()), standard.logits(x).detach().numpy(), atol=1e-5)
+    pgd = ProjectedGradientDescent(est, norm=np.inf, eps=0.3, eps_step=0.05, max_iter=10, verbose=False)
+    adv = pgd.generate(x.numpy(), y=y.numpy())
+    assert np.abs(adv - x.numpy()).max() <= 0.3 + 1e-6
+    assert accuracy(standard, adv, y) < accuracy(standard, x, y) - 0.3
+
+
+def test_art_square_attack_on_a_non_differentiable_defense(knn, test_batch):
+    x, y = (t[:8] for t in test_batch)
+    est = to_art(knn)
+    assert isinstance(est, DefenseBlackBox)
+    scores = est.predict(x.numpy())
+    assert np.array_equal(scores.argmax(1), knn.predict(x).numpy()) and len(np.unique(scores)) > 20  # not labels
+    np.random.seed(0)
+    attack = SquareAttack(est, norm=np.inf, eps=0.3, max_iter=60, nb_restarts=1, verbose=False)
+    adv = attack.generate(x.numpy(), y=np.eye(10)[y])
+    assert np.abs(adv - x.numpy()).max() <= 0.3 + 1e-6
+    assert accuracy(knn, adv, y) < accuracy(knn, x, y)
+
+
+def test_art_gradient_attacks_refuse_a_non_differentiable_defense(knn, test_batch):
+    est = to_art(knn)
+    with pytest.raises(EstimatorError, match="LossGradientsMixin.*DefenseBlackBox"):
+        ProjectedGradientDescent(est, eps=0.3)
+    with pytest.raises(OTBenchError, match=r"not differentiable.*surrogate=True.*SquareAttack"):
+        est.loss_gradient(test_batch[0][:2].numpy(), np.eye(10)[test_batch[1][:2]])
+
+
+def test_art_pgd_on_the_bpda_surrogate_lowers_accuracy_of_a_non_differentiable_defense(knn, test_batch):
+    x, y = test_batch
+    est = to_art(knn, surrogate=True)
+    assert np.allclose(est.predict(x.numpy()), knn.logits(x).detach().numpy(), atol=1e-5)  # forward: real
+    adv = ProjectedGradientDescent(est, norm=2, eps=3.0, eps_step=0.5, max_iter=10, verbose=False).generate(
+        x.numpy(), y=y.numpy())
+    assert accuracy(knn, adv, y) < accuracy(knn, x, y)
+
+
+# -- torchattacks ------------------------------------------------------------------------------------
+def test_torchattacks_pgd_on_torch_module_lowers_accuracy(standard, test_batch):
+    x, y = test_batch
+    module = torch_module(standard)
+    assert isinstance(module, nn.Module)
+    adv = torchattacks.PGD(module, eps=0.3, alpha=0.05, steps=10, random_start=False)(x, y)
+    assert (adv - x).abs().max() <= 0.3 + 1e-6
+    assert accuracy(standard, adv, y) < accuracy(standard, x, y) - 0.3
+
+
+# -- RobustBench -------------------------------------------------------------------------------------
+def test_robustbench_benchmark_runs_on_local_cifar10(tiny_cnn, cifar_root, no_downloads):
+    x, y = tiny_cnn.data.x_test[:8], tiny_cnn.data.y_test[:8]
+    before = tiny_cnn.logits(x).detach().clone()
+    res = robustbench_benchmark(tiny_cnn, n_examples=8, threat_model="Linf", eps=8 / 255, data_dir=cifar_root,
+                                batch_size=8)
+    assert "otbench cifar10 loader" in res.data
+    assert accuracy(tiny_cnn, x, y) == 0.75  # right on the 6 correctly labelled images
+    assert res.clean_accuracy == 0.75  # so robustbench saw these 8 images
+    assert res.robust_accuracy < res.clean_accuracy  # AutoAttack flipped some
+    assert not tiny_cnn.net.training and torch.equal(tiny_cnn.logits(x).detach(), before)
+
+
+def test_local_cifar10_feed_gives_what_robustbenchs_own_loader_gives(cifar_root, monkeypatch, no_downloads):
+    """With torchvision's md5 list pointed at the made files, robustbench's own load_cifar10 reads them
+    (and the official-files path of robustbench_benchmark would be taken): the two feeds must agree."""
+    from torchvision.datasets.utils import calculate_md5
+
+    from otbench.compat.robustbench import load_robustbench
+    from otbench.data.cifar import is_official
+    from otbench.interfaces.robustbench import _load_local_cifar10
+
+    load_robustbench()
+    import robustbench.data as rb_data
+
+    folder = cifar_root / "cifar-10-batches-py"
+    md5 = {f: calculate_md5(str(folder / f)) for f in [*CIFAR_FILES, "batches.meta"]}
+    cls = datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f, md5[f]] for f, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5["batches.meta"]})
+    assert is_official(cifar_root)
+    theirs = rb_data.load_cifar10(12, str(cifar_root), rb_data.PREPROCESSINGS[None])
+    ours = _load_local_cifar10(12, str(cifar_root), rb_data.PREPROCESSINGS[None])
+    assert torch.equal(theirs[0], ours[0]) and torch.equal(theirs[1], ours[1])
+
+
+def test_robustbench_refuses_what_it_cannot_benchmark(standard, tiny_cnn):
+    with pytest.raises(OTBenchError, match="cifar10, cifar100 and imagenet only.*mnist"):
+        robustbench_benchmark(standard, n_examples=8)
+    with pytest.raises(OTBenchError, match="not differentiable.*surrogate=True"):
+        robustbench_benchmark(OpaqueCNN(tiny_cnn.data, tiny_cnn.net), n_examples=8)
