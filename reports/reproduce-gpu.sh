@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The GPU half of the reproduction (one H100, a 15-minute lease): paper preset, MNIST, the model trained by
-# reproduce-cpu.sh carried in the cache. Every cell is time-boxed; a killed cell keeps its finished chunks
-# and the next pass (or a rerun of this script) resumes it. Results go to $OTBENCH_RESULTS, merged
-# afterwards with `otbench merge`.
+# The GPU half of the reproduction (one H100, a 15-minute lease): paper preset, MNIST, the network trained by
+# reproduce-cpu.sh carried in the cache. Every step is time-boxed; a killed cell keeps its finished chunks
+# and a rerun of this script resumes it. Results go to $OTBENCH_RESULTS; fold them into the project's
+# database with `otbench merge`.
 #   OTBENCH_DATA=... OTBENCH_CACHE=... OTBENCH_RESULTS=... bash reports/reproduce-gpu.sh
 set -u
 PY=${PY:-python3}
-run() {  # run SECONDS ARGS...: one time-boxed `otbench run`, preset paper, on the GPU
+DEVICE=${DEVICE:-cuda}
+run() {  # run SECONDS ARGS...: one time-boxed `otbench run`, preset paper
   local limit=$1; shift
   echo "== $(date +%T) [$limit s] otbench run $*"
-  timeout -s TERM "$limit" "$PY" -m otbench run --dataset mnist --preset paper --device cuda --quiet --chunk 500 "$@" \
-    2>&1 | grep -v "^\s*$"
+  timeout -s TERM "$limit" "$PY" -m otbench run --dataset mnist --preset paper --device "$DEVICE" --quiet "$@" 2>&1
 }
-# pass 1: n = 500 (one chunk per cell), cheapest and most important first
-run 60 --defense standard --attack bpda-pgd,otad-exact-grad --eps 2,2.5,3 --n 500
-run 90 --defense otad --attack bpda-pgd --eps 2,2.5,3 --n 500
-run 90 --defense otad --attack otad-exact-grad --eps 2,2.5,3 --n 500
-run 80 --defense otad --attack square --eps 2,3 --n 500
-run 60 --defense standard,otad --attack ngopt-cw --eps 0.1,0.15,0.2 --n 100
-# pass 2: extend to the paper's 1000 samples where time allows (the first 500 come from pass 1)
-run 60 --defense otad --attack bpda-pgd --eps 2,2.5,3 --n 1000
-run 60 --defense otad --attack square --eps 2,3 --n 1000
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+# where a Square query's time goes on this device, against the undefended network in the same run
+timeout 60 "$PY" bench/bench_otad_square.py --preset paper --n 100 --queries 50 --device "$DEVICE" 2>&1 | tail -8
+# pass 1: n = 500, cheapest and most important first (Table II, the exact gradient, Table III)
+run 45 --defense standard --attack bpda-pgd,otad-exact-grad --eps 2,2.5,3 --n 500 --chunk 500
+run 100 --defense otad --attack bpda-pgd --eps 2,2.5,3 --n 500 --chunk 500
+run 110 --defense otad --attack otad-exact-grad --eps 2,2.5,3 --n 500 --chunk 500
+run 100 --defense otad --attack square --eps 2,3 --n 500 --chunk 500
+# pass 2: the paper's 1000 samples where time allows (the first 500 come from pass 1)
+run 60 --defense otad --attack bpda-pgd --eps 2,2.5,3 --n 1000 --chunk 500
 echo "== $(date +%T) done"
