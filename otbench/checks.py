@@ -51,7 +51,8 @@ class Flag:
 
     @property
     def key(self) -> str:
-        return config_hash({"code": self.code, "cells": sorted(self.cells), "message": self.message}, 24)
+        """One flag per check and set of cells: a rerun on more samples replaces the older verdict."""
+        return config_hash({"code": self.code, "cells": sorted(self.cells)}, 24)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -140,9 +140,10 @@ class ResultStore:
 
     # -- diagnostics -------------------------------------------------------------------------------
     def add_flags(self, flags: Iterable[Any]) -> None:
-        """Record soundness flags (otbench.checks.Flag); the same flag twice is stored once."""
+        """Record soundness flags (otbench.checks.Flag); a flag replaces the earlier one of its check on the
+        same cells (their verdict on fewer samples)."""
         with self.db:
-            self.db.executemany("INSERT OR IGNORE INTO flags VALUES (?,?,?,?,?,?)",
+            self.db.executemany("INSERT OR REPLACE INTO flags VALUES (?,?,?,?,?,?)",
                                 [(f.key, f.code, f.level, f.message, json.dumps(sorted(f.cells)), time.time())
                                  for f in flags])
 
