@@ -1,8 +1,8 @@
-"""The report tables of both papers, registered by name (`otbench list tables`)."""
+"""OTAD's MNIST tables (I, II, III, XII) and the adaptive-attack table that extends them."""
 from __future__ import annotations
 
-from ..registry import register_table
-from .spec import Column, Row, TableSpec
+from ...registry import register_table
+from ..spec import Column, Row, TableSpec
 
 # Rows of OTAD's MNIST tables I-III; baselines not yet registered show as "not available".
 _OTAD_MNIST_ROWS = (
