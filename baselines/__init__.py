@@ -1,2 +1,3 @@
 """What the OT defenses are compared with; each registers itself with otbench's defense registry."""
 from . import standard, knn  # noqa: F401
+from . import regression_at  # noqa: F401  (registers `regressor-at`, OTAD Table V)

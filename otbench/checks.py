@@ -15,6 +15,9 @@ Checks that query the defense (`preflight`, `undefended_check`):
 - `undefended-not-broken`: the same attack at a large eps on the undefended network must reach chance,
   else the attack itself is too weak to support a robustness claim.
 
+All of these read labels and accuracies: regression cells (a defense with task "regression") are left out,
+and only the randomness check of `preflight` applies to regression defenses.
+
 Sampling noise: two accuracies on the same samples are compared by the discordant pairs (b samples only
 the first attack broke, c only the second); a difference counts when b - c > 2 sqrt(b + c) and b - c >= 2,
 a two-sided McNemar test at about z = 2.
@@ -80,14 +83,21 @@ def _label(cell: dict[str, Any]) -> str:
 
 
 def cell_flags(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
-    """Every cross-cell check over `cells` (dicts as `ResultStore.cells()` returns them)."""
+    """Every cross-cell check over `cells` (dicts as `ResultStore.cells()` returns them); regression cells
+    are skipped (their stored labels are placeholders)."""
     flags: list[Flag] = []
     groups: dict[str, list[dict[str, Any]]] = {}
     for cell in cells:
+        if _is_regression(cell):
+            continue
         groups.setdefault(_group_key(cell), []).append(cell)
     for group in groups.values():
         flags += _eps_zero(store, group) + _monotone(store, group) + _gradient_free_beats_gradient(store, group)
     return flags
+
+
+def _is_regression(cell: dict[str, Any]) -> bool:
+    return cell["defense"] in DEFENSES and DEFENSES.get(cell["defense"]).task == "regression"
 
 
 def _attack_cls(name: str):
@@ -191,7 +201,7 @@ def preflight(defense: Defense, x: torch.Tensor, y: torch.Tensor, gradient_attac
     elif randomized:
         flags.append(Flag("randomized", "info", f"{defense.name} is randomized: gradient attacks get EOT "
                                                 f"({DEFAULT_EOT} samples) unless eot_samples is set"))
-    if gradient_attacks and defense.differentiable:
+    if gradient_attacks and defense.differentiable and defense.task == "classification":  # cross-entropy
         frac = zero_gradient_fraction(defense.module(), x.to(defense.device), y.to(defense.device))
         if frac > 0:
             flags.append(Flag("zero-gradients", "warning",

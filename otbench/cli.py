@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULT_EPS = {"square": [2.0, 3.0], "bpda-pgd": [2.0, 2.5, 3.0], "otad-exact-grad": [2.0, 2.5, 3.0],
                "pgd": [0.1, 0.2, 0.3], "fgsm": [0.1, 0.2, 0.3], "eot-pgd": [0.1, 0.2, 0.3],
                "dml-attack": [2.0, 2.5, 3.0], "ngopt-cw": [0.1, 0.15, 0.2], "cw-l2": [0.005],
-               "autoattack": [0.1, 0.2, 0.3], "none": [0.0]}
+               "autoattack": [0.1, 0.2, 0.3], "none": [0.0],
+               "regression-l2": [0.1, 0.2, 0.5], "gaussian-noise": [0.1, 0.2, 0.5]}  # OTAD Table V (wine)
 
 
 def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,6 +199,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         for attack in args.attack:
             ATTACKS.get(attack).check_capabilities(DEFENSES.get(name))
     data = load_dataset(args.dataset, args.data_root)
+    for name in args.defense:  # before any training: a classifier cannot fit float targets, nor the reverse
+        task = DEFENSES.get(name).task
+        if (task == "regression") != (data.num_classes == 0):
+            raise OTBenchError(f"defense '{name}' is a {task} defense and dataset '{args.dataset}' is a "
+                               f"{'regression' if data.num_classes == 0 else 'classification'} dataset")
     subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
     store = ResultStore(args.results)
     device = resolve_device(args.device)
@@ -215,6 +221,11 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         for s in result.cells:
             q = f", mean queries {s.mean_queries:.0f}" if s.mean_queries is not None else ""
             nrm = f", mean norm {s.mean_norm:.3g}" if s.mean_norm is not None else ""
+            if s.adv_mse is not None:  # a regression cell: MSE, E and SMAPE (otbench.metrics)
+                print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: MSE clean {s.clean_mse:.4f}, "
+                      f"perturbed {s.adv_mse:.4f}, E {s.e:.4f}, SMAPE {s.smape:.4f} (n={s.n}{nrm}; "
+                      f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
+                continue
             print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: clean "
                   f"{100 * s.clean_accuracy:.1f}%, robust {100 * s.robust_accuracy:.1f}% (n={s.n}{q}{nrm}; "
                   f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")

@@ -1,4 +1,8 @@
-"""Runs (defense, attack, eps) cells over a deterministic test subset, chunk by chunk, into the store."""
+"""Runs (defense, attack, eps) cells over a deterministic test subset, chunk by chunk, into the store.
+
+Classification cells store predicted labels; regression cells (defense.task == "regression", OTAD Table V)
+store the defense's clean and perturbed outputs beside the target, and summarise them by MSE, E and SMAPE
+(otbench.metrics); their label columns are 0 and their robust flags mean nothing."""
 from __future__ import annotations
 
 import time
@@ -13,10 +17,12 @@ from .attacks.base import GRADIENT_NEEDS
 from .config import config_hash
 from .data import Dataset, EvalSubset
 from .defense import Defense
+from .errors import OTBenchError
 from .guard import check_threat_model
+from .metrics import regression_metrics
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
-from .store import ResultStore, SampleRow
+from .store import OutputRow, ResultStore, SampleRow
 
 DEFAULT_CHUNK = 100
 
@@ -29,13 +35,18 @@ class CellSummary:
     attack: str
     eps: float
     n: int
-    clean_accuracy: float
-    robust_accuracy: float
+    clean_accuracy: float | None  # None for a regression cell
+    robust_accuracy: float | None
     mean_queries: float | None
     wall_seconds: float
     cell_id: str
     computed: int  # samples computed by this call (the rest came from the store)
     mean_norm: float | None = None  # mean perturbation norm of the successful adversarial examples
+    # regression cells only (otbench.metrics): MSE on clean and perturbed inputs, E and SMAPE of the change
+    clean_mse: float | None = None
+    adv_mse: float | None = None
+    e: float | None = None
+    smape: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,10 +57,24 @@ def cell_identity(defense: Defense, attack: Attack, seed: int, subset_seed: int,
             "eps": attack.eps, "seed": seed, "subset_seed": subset_seed, "chunk_size": chunk_size}
 
 
+def is_regression(defense: Defense) -> bool:
+    return defense.task == "regression"
+
+
+def check_task(defense: Defense) -> None:
+    """A regression defense needs a regression dataset (num_classes 0) and a classifier a classification one."""
+    regression_data = defense.data.num_classes == 0
+    if is_regression(defense) != regression_data:
+        kind = "regression" if regression_data else "classification"
+        raise OTBenchError(f"defense '{defense.name}' is a {defense.task} defense and dataset "
+                           f"'{defense.data.name}' is a {kind} dataset")
+
+
 def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset, store: ResultStore,
              attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
              progress: bool = True) -> CellSummary:
     """Evaluate one cell on `subset`, reusing stored rows and committing each finished chunk."""
+    check_task(defense)
     attack: Attack = ATTACKS.get(attack_name)(defense, eps, **(attack_config or {}))
     identity = cell_identity(defense, attack, seed, subset.seed, chunk_size)
     cell_id = config_hash(identity, 24)
@@ -70,9 +95,10 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
     try:
         for chunk, ids in tqdm(todo, desc=label, disable=not progress or not todo, unit="chunk", leave=False):
             t0 = time.time()
-            rows = evaluate_chunk(defense, attack, data, ids, seed=seed * 1_000_003 + chunk)
+            rows, outputs = evaluate_chunk(defense, attack, data, ids, seed=seed * 1_000_003 + chunk)
             store.add_chunk(cell_id, chunk, rows, {"wall_seconds": time.time() - t0, "versions": versions,
-                                                   "device": device_name(defense.device), "machine": host})
+                                                   "device": device_name(defense.device), "machine": host},
+                            outputs)
             computed += len(ids)
         status = "complete"
     finally:
@@ -80,16 +106,45 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
     return summarize(store, cell_id, data.name, defense, attack, subset, computed)
 
 
-def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[int], seed: int) -> list[SampleRow]:
+def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[int],
+                   seed: int) -> tuple[list[SampleRow], list[OutputRow] | None]:
+    """The rows of one chunk; for a regression defense also its outputs (None for classification)."""
     index = torch.tensor(ids)
     x, y = data.x_test[index], data.y_test[index]
+    if is_regression(defense):
+        return _evaluate_regression(defense, attack, x, y, ids, seed)
     clean = defense.predict(x)
     out = attack(x, y, seed=seed)
     norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded)
     adv = defense.predict(out.adv)  # the harness evaluates the adversarial inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     return [SampleRow(i, int(l), int(c), int(a), float(nrm), None if q is None else int(q))
-            for i, l, c, a, nrm, q in zip(ids, y.tolist(), clean.tolist(), adv.tolist(), norms.tolist(), queries)]
+            for i, l, c, a, nrm, q in zip(ids, y.tolist(), clean.tolist(), adv.tolist(), norms.tolist(), queries)], None
+
+
+def _outputs(defense: Defense, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """One scalar output per sample (the outputs table stores scalar targets)."""
+    with torch.no_grad():
+        out = torch.cat([defense.logits(x[i:i + batch_size].to(defense.device)).reshape(len(x[i:i + batch_size]), -1)
+                         .cpu() for i in range(0, len(x), batch_size)])
+    if out.shape[1] != 1:
+        raise OTBenchError(f"defense '{defense.name}' has {out.shape[1]} outputs; the results store keeps one "
+                           f"per sample (scalar regression targets)")
+    return out[:, 0].double()
+
+
+def _evaluate_regression(defense: Defense, attack: Attack, x: torch.Tensor, y: torch.Tensor, ids: list[int],
+                         seed: int) -> tuple[list[SampleRow], list[OutputRow]]:
+    clean = _outputs(defense, x)
+    out = attack(x, y, seed=seed)
+    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded)
+    adv = _outputs(defense, out.adv)  # the harness evaluates the perturbed inputs itself
+    queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
+    rows = [SampleRow(i, 0, 0, 0, float(nrm), None if q is None else int(q))
+            for i, nrm, q in zip(ids, norms.tolist(), queries)]
+    outputs = [OutputRow(i, float(t), float(c), float(a))
+               for i, t, c, a in zip(ids, y.double().reshape(-1).tolist(), clean.tolist(), adv.tolist())]
+    return rows, outputs
 
 
 def summarize(store: ResultStore, cell_id: str, dataset: str, defense: Defense, attack: Attack,
@@ -98,6 +153,14 @@ def summarize(store: ResultStore, cell_id: str, dataset: str, defense: Defense, 
     n = len(rows)
     queries = [r.queries for r in rows if r.queries is not None]
     wall = sum(c["wall_seconds"] for c in store.chunk_records(cell_id))
+    if is_regression(defense):
+        outs = store.outputs(cell_id, subset.ids)
+        m = regression_metrics([o.target for o in outs], [o.clean_out for o in outs], [o.adv_out for o in outs]) \
+            if outs else {}
+        return CellSummary(dataset, defense.name, defense.config.get("preset", ""), attack.name, attack.eps, n,
+                           None, None, sum(queries) / len(queries) if queries else None, wall, cell_id, computed,
+                           sum(r.pert_norm for r in rows) / max(n, 1), m.get("clean_mse"), m.get("mse"),
+                           m.get("e"), m.get("smape"))
     # unbounded attacks (ngopt-cw) are read by the distortion they reached: the mean over successes
     won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
     return CellSummary(dataset, defense.name, defense.config.get("preset", ""), attack.name, attack.eps, n,
@@ -138,10 +201,10 @@ def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSub
             s = run_cell(defense, name, eps, subset, store, config, seed, chunk_size, progress)
             summaries.append(s)
             by_eps.setdefault(eps, []).append(s.cell_id)
-        if checks:
+        if checks and not is_regression(defense):  # the check reads accuracy against chance
             flags += undefended_check(defense, name, config, subset, store, seed, progress)
     worst = []
-    if len(attacks) > 1:
+    if len(attacks) > 1 and not is_regression(defense):  # a worst case over robust flags: classification
         for eps, cells in by_eps.items():
             if len(cells) > 1:
                 worst.append({"defense": defense.name, "eps": eps, "attacks": list(attacks),

@@ -2,7 +2,9 @@
 
 A cell is (dataset, defense and its config, attack and its config, eps, seed); its rows are keyed by test
 sample id. Rows are committed one chunk at a time, so a killed run keeps every finished chunk and the
-next run of the same command computes only what is missing.
+next run of the same command computes only what is missing. A regression cell also keeps, per sample, the
+target and the defense's clean and perturbed outputs (table `outputs`, written with the chunk; one scalar
+each, enough for the single-output wine data of OTAD's Table V).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, sample_ids TEXT, n INTEGER,
     wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT);
+CREATE TABLE IF NOT EXISTS outputs (
+    cell_id TEXT, sample_id INTEGER, target REAL, clean_out REAL, adv_out REAL, PRIMARY KEY (cell_id, sample_id));
 CREATE TABLE IF NOT EXISTS flags (
     flag_key TEXT PRIMARY KEY, code TEXT, level TEXT, message TEXT, cells TEXT, created_at REAL);
 """
@@ -56,6 +60,16 @@ class SampleRow:
     def robust(self) -> bool:
         """Correct on the clean input and on the adversarial one (the usual robust-accuracy count)."""
         return self.clean_pred == self.label and self.adv_pred == self.label
+
+
+@dataclass
+class OutputRow:
+    """A regression sample: its target and the defense's outputs on the clean and perturbed input."""
+
+    sample_id: int
+    target: float
+    clean_out: float
+    adv_out: float
 
 
 class ResultStore:
@@ -94,14 +108,19 @@ class ResultStore:
     def done_ids(self, cell_id: str) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT sample_id FROM samples WHERE cell_id = ?", (cell_id,))}
 
-    def add_chunk(self, cell_id: str, chunk: int, rows: Iterable[SampleRow], meta: dict[str, Any]) -> None:
-        """All rows of a chunk and its record in one transaction: a chunk is stored whole or not at all."""
+    def add_chunk(self, cell_id: str, chunk: int, rows: Iterable[SampleRow], meta: dict[str, Any],
+                  outputs: Iterable[OutputRow] | None = None) -> None:
+        """All rows of a chunk (and its regression outputs) and its record in one transaction: a chunk is
+        stored whole or not at all."""
         rows = list(rows)
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?)",
                 [(cell_id, r.sample_id, r.label, r.clean_pred, r.adv_pred, r.pert_norm, r.queries, chunk)
                  for r in rows])
+            if outputs is not None:
+                self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?)",
+                                    [(cell_id, o.sample_id, o.target, o.clean_out, o.adv_out) for o in outputs])
             self.db.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?)",
                             (cell_id, chunk, len(rows), meta["wall_seconds"], meta["device"],
                              json.dumps(meta["versions"], sort_keys=True), meta["machine"], time.time()))
@@ -114,6 +133,16 @@ class ResultStore:
             wanted = set(ids)
             rows = [r for r in rows if r.sample_id in wanted]
         return rows
+
+    def outputs(self, cell_id: str, ids: Iterable[int] | None = None) -> list[OutputRow]:
+        """The regression outputs of a cell, by sample id (empty for a classification cell)."""
+        cur = self.db.execute("SELECT sample_id, target, clean_out, adv_out FROM outputs WHERE cell_id = ? "
+                              "ORDER BY sample_id", (cell_id,))
+        out = [OutputRow(*r) for r in cur.fetchall()]
+        if ids is not None:
+            wanted = set(ids)
+            out = [o for o in out if o.sample_id in wanted]
+        return out
 
     def count_rows(self, cell_id: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()[0]
@@ -164,7 +193,10 @@ class ResultStore:
         counts = {}
         try:
             with self.db:
-                for table in ("cells", "samples", "chunks", "flags"):
+                tables = {r[0] for r in self.db.execute("SELECT name FROM other.sqlite_master WHERE type='table'")}
+                for table in ("cells", "samples", "chunks", "outputs", "flags"):
+                    if table not in tables:  # a database from before the table existed
+                        continue
                     before = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                     self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
                     counts[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] - before

@@ -15,4 +15,9 @@ for setting in defense.potentials=least defense.potentials=lp defense.formulatio
 done
 otbench run --defense otad --attack square --dataset mnist --eps 2 --n 50 --chunk 50 --preset paper \
   --set attack.p_init=0.1 --quiet
+# Table I: the adaptive CW objective solved by NGOpt (nevergrad's Python overhead, ~1 ms per sample and
+# step, makes this CPU-bound wherever it runs; 100 samples per sigma)
+otbench run --defense standard,otad --attack ngopt-cw --eps 0.1,0.15,0.2 --n 100 --chunk 50 --preset paper --quiet
+# Tables II, III at n = 1000 and the exact-gradient attack: reports/reproduce-gpu.sh (H100), merged with
+# `otbench merge`
 otbench report --preset paper --out reports/paper

@@ -22,6 +22,7 @@ FAST = {
     "autoattack": ("standard", 0.3, {}),
     "dml-attack": None,      # needs a metric network: tests/test_attacks_extra.py
     "regression-l2": None,   # needs a regression defense: tests/test_attacks_extra.py
+    "gaussian-noise": None,  # random noise, not meant to lower accuracy: tests/test_regression.py
 }
 
 

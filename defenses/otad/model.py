@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,16 @@ TRAIN_PAPER: dict[str, Any] = {
 TRAIN_QUICK: dict[str, Any] = {**TRAIN_PAPER, "epochs": 2, "train_size": 10000}
 
 
-def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, progress: bool = True) -> FCResNet:
-    """Algorithm 1: minimise cross-entropy + alpha * transport energy (eq. 14) with SGD."""
+Perturb = Callable[[FCResNet, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, progress: bool = True,
+                    perturb: Perturb | None = None) -> FCResNet:
+    """Algorithm 1: minimise cross-entropy + alpha * transport energy (eq. 14) with SGD.
+
+    `perturb(net, x, y)`, when given, replaces each batch's inputs before the loss (adversarial training,
+    baselines/pgd_at.py); it is called with the network in train mode and must leave it so. Its settings
+    must be part of `cfg`, which names the cached checkpoint."""
     gen = torch.Generator().manual_seed(cfg["seed"])
     torch.manual_seed(cfg["seed"])
     net = FCResNet(data.input_dim, data.num_classes, cfg["blocks"], cfg["residual"]).to(device)
@@ -48,8 +56,11 @@ def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps_per_epoch):
             idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            logits, energy = net.forward_with_energy(x[idx].to(device))
-            loss = F.cross_entropy(logits, y[idx].to(device)) + cfg["alpha"] * energy.mean()
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            if perturb is not None:
+                xb = perturb(net, xb, yb)
+            logits, energy = net.forward_with_energy(xb)
+            loss = F.cross_entropy(logits, yb) + cfg["alpha"] * energy.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -66,7 +77,7 @@ def model_path(data: Dataset, cfg: dict[str, Any]) -> Path:
 
 
 def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device,
-                  progress: bool = True) -> tuple[FCResNet, dict[str, Any]]:
+                  progress: bool = True, perturb: Perturb | None = None) -> tuple[FCResNet, dict[str, Any]]:
     """The trained network for `cfg` (from the cache when present) and its training record."""
     data = data.take_train(cfg["train_size"])
     path = model_path(data, cfg)
@@ -76,7 +87,7 @@ def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device,
         net.load_state_dict(saved["state_dict"])
         return net.to(device).eval(), saved["record"]
     start = time.time()
-    net = train_fc_resnet(data, cfg, device, progress)
+    net = train_fc_resnet(data, cfg, device, progress, perturb)
     record = {"train_seconds": round(time.time() - start, 1), "device": str(device),
               "test_accuracy": test_accuracy(net, data, device)}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 Distances come from one float32 matrix product per batch (fast on CPU and GPU); the best K + margin
 candidates are then re-ranked in float64, and a row is accepted only if the float32 error bound proves
-no point outside the candidates can be closer. Rows that fail the proof are recomputed in float64, so
+no point outside the candidates can be closer. Rows that fail the proof (near-equidistant points, as in
+high-dimensional Gaussian data) are re-ranked in float64 over every point whose float32 distance is within
+the error bound of the K-th candidate distance, a set the same bound proves to hold the true K nearest; so
 the answer is exact, not approximately nearest. Ties are broken by training index.
 """
 from __future__ import annotations
@@ -49,7 +51,18 @@ class ExactKNN:
         unproved = worst_outside - bound <= kth + 1e-12
         if unproved.any():
             self.fallbacks += int(unproved.sum())
-            idx[unproved] = self._exact_rows(x[unproved], k)
+            rows = unproved.nonzero().flatten()
+            # a true K-nearest point p has distance <= kth (the K-th over a subset is >= the true K-th),
+            # so its float32 distance is <= kth + bound: re-rank exactly all such points
+            limit = (kth[rows] + bound[rows] + 1e-12 - xn[rows]).float()
+            band = approx[:, rows] <= limit[None, :] + limit.abs()[None, :] * 4 * _U32  # float32 rounding of limit
+            for j, r in enumerate(rows.tolist()):
+                near = band[:, j].nonzero().flatten()  # increasing training index
+                if len(near) < k or len(near) > self.points.shape[0] // 4:
+                    idx[r] = self._exact_rows(x[r:r + 1], k)[0]
+                    continue
+                dist = (x[r].double() - self.points[near].double()).pow(2).sum(1)
+                idx[r] = near[torch.argsort(dist, stable=True)[:k]]
         return idx
 
     def _exact_rows(self, x: torch.Tensor, k: int) -> torch.Tensor:

@@ -2,5 +2,7 @@
 from .base import Dataset, EvalSubset, eval_subset, load_dataset, resolve_data_root
 from . import vision, digits  # noqa: F401  (registers the built-in datasets)
 from . import cifar  # noqa: F401  (registers cifar10)
+from . import synthetic  # noqa: F401  (registers gaussian-sphere-STD and merfish)
+from . import tabular  # noqa: F401  (registers winequality-red)
 
 __all__ = ["Dataset", "EvalSubset", "eval_subset", "load_dataset", "resolve_data_root"]

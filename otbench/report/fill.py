@@ -9,7 +9,7 @@ from ..provenance import resolve_device
 from ..runner import run_cell
 from ..store import ResultStore
 from .render import collect
-from .spec import TableSpec
+from .spec import TableSpec, row_attack
 
 
 def fill_table(spec: TableSpec, store: ResultStore, args: argparse.Namespace) -> None:
@@ -23,6 +23,6 @@ def fill_table(spec: TableSpec, store: ResultStore, args: argparse.Namespace) ->
     for row in rows.values():
         defense = create_defense(row.defense, data, args.preset, row.overrides, device)
         for c in (c for c in missing if c.row.label == row.label):
-            for attack in c.column.attacks if c.column.metric == "worst" else (c.column.attack,):
+            for attack in c.column.attacks if c.column.metric == "worst" else (row_attack(c.row, c.column),):
                 run_cell(defense, attack, c.column.eps, subset, store, c.column.attack_overrides,
                          seed=args.seed, chunk_size=args.chunk, progress=not args.quiet)

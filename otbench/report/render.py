@@ -3,7 +3,7 @@ each measured value beside the paper's and the gap, with the commands, preset, n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +11,18 @@ import pandas as pd
 
 from ..config import merge
 from ..defense import build_config
+from ..metrics import regression_metrics
 from ..registry import ATTACKS, DEFENSES
 from ..store import ResultStore
 from .paper import paper_value
-from .spec import Column, Row, TableSpec
+from .spec import REGRESSION_METRICS, Column, Row, TableSpec, row_attack
 
 
 @dataclass
 class Cell:
     row: Row
     column: Column
-    measured: float | None  # percent
+    measured: float | None  # percent; for the regression metrics (mse, e, smape) their value
     paper: float | None
     n: int
     cell_id: str | None
@@ -36,7 +37,8 @@ def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> 
     if preset not in cls.presets:
         return None
     defense_cfg = build_config(cls, preset, row.overrides)
-    attack_cfg = merge(ATTACKS.get(column.attack).defaults, column.attack_overrides, column.attack)
+    attack = row_attack(row, column)
+    attack_cfg = merge(ATTACKS.get(attack).defaults, column.attack_overrides, attack)
     return defense_cfg, attack_cfg
 
 
@@ -46,7 +48,7 @@ def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, pre
         return None
     defense_cfg, attack_cfg = expected
     best = None
-    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=column.attack, preset=preset):
+    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=row_attack(row, column), preset=preset):
         if abs(cell["eps"] - column.eps) > 1e-12:
             continue
         stored_attack = {k: v for k, v in cell["attack_config"].items() if k != "chunk_size"}
@@ -64,8 +66,8 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
     for row in spec.rows:
         for column in spec.columns:
             setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
-            paper = paper_value(spec.paper, spec.paper_table, spec.dataset, row.paper_method, setting) \
-                if row.paper_method and setting else None
+            paper = paper_value(spec.paper, spec.paper_table, spec.dataset, row.paper_method, setting,
+                                column.paper_metric) if row.paper_method and setting else None
             if row.defense not in DEFENSES:
                 out.append(Cell(row, column, None, paper, 0, None, "not available"))
                 continue
@@ -75,6 +77,12 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
             cell = find_cell(store, spec, row, column, preset)
             if cell is None:
                 out.append(Cell(row, column, None, paper, 0, None, "not run"))
+                continue
+            if column.metric in REGRESSION_METRICS:
+                outs = store.outputs(cell["cell_id"])
+                value = regression_metrics([o.target for o in outs], [o.clean_out for o in outs],
+                                           [o.adv_out for o in outs])[column.metric] if outs else None
+                out.append(Cell(row, column, value, paper, len(outs), cell["cell_id"], "measured"))
                 continue
             rows = store.rows(cell["cell_id"])
             if column.metric == "norm":
@@ -89,7 +97,8 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
 def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
                 paper: float | None) -> Cell:
     """Robust only if robust under every attack of the column: the per-sample worst case."""
-    found = [find_cell(store, spec, row, Column(a, a, column.eps), preset) for a in column.attacks]
+    plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
+    found = [find_cell(store, spec, plain, Column(a, a, column.eps), preset) for a in column.attacks]
     if any(f is None for f in found):
         return Cell(row, column, None, paper, 0, None, "not run")
     per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
@@ -138,22 +147,39 @@ def _provenance_lines(prov: list[dict[str, Any]]) -> list[str]:
     models = {json.dumps(p["trained"], sort_keys=True) for p in prov if p["trained"]}
     for m in sorted(models):
         rec = json.loads(m)
-        lines.append(f"- trained network: test accuracy {100 * rec['test_accuracy']:.2f}%, trained in "
-                     f"{rec['train_seconds']} s on {rec['device']}")
+        score = f"test MSE {rec['test_mse']:.4f}" if "test_mse" in rec else \
+            f"test accuracy {100 * rec['test_accuracy']:.2f}%"
+        lines.append(f"- trained network: {score}, trained in {rec['train_seconds']} s on {rec['device']}")
     return lines
 
 
-def _fmt(v: float | None) -> str:
-    return "" if v is None else f"{v:.1f}"
+def _regression(column: Column) -> bool:
+    return column.metric in REGRESSION_METRICS
+
+
+def _fmt(v: float | None, column: Column | None = None) -> str:
+    if v is None:
+        return ""
+    return f"{v:.3f}" if column is not None and _regression(column) else f"{v:.1f}"
+
+
+def _gap(c: Cell) -> str:
+    """Accuracy: the difference in points; regression metrics: relative to the paper's value."""
+    if c.measured is None or c.paper is None:
+        return ""
+    if _regression(c.column):
+        return f"{100 * (c.measured - c.paper) / c.paper:+.0f}%" if c.paper else ""
+    return f"{c.measured - c.paper:+.1f}"
 
 
 def frame(cells: list[Cell]) -> pd.DataFrame:
     records = []
     for c in cells:
+        digits = 4 if _regression(c.column) else 2
         records.append({"method": c.row.label, "column": c.column.label,
-                        "measured": None if c.measured is None else round(c.measured, 2),
+                        "measured": None if c.measured is None else round(c.measured, digits),
                         "paper": c.paper,
-                        "gap": None if c.measured is None or c.paper is None else round(c.measured - c.paper, 2),
+                        "gap": None if c.measured is None or c.paper is None else round(c.measured - c.paper, digits),
                         "n": c.n, "status": c.status, "cell_id": c.cell_id})
     return pd.DataFrame.from_records(records)
 
@@ -185,9 +211,9 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
             elif c.status == "not run":
                 measured = "not run"
             else:
-                measured = _fmt(c.measured)
-            paper = _fmt(c.paper) if c.paper is not None else "–"
-            gap = f"{c.measured - c.paper:+.1f}" if c.measured is not None and c.paper is not None else ""
+                measured = _fmt(c.measured, col)
+            paper = _fmt(c.paper, col) if c.paper is not None else "–"
+            gap = _gap(c)
             fewer = f" [n={c.n}]" if c.status == "measured" and c.n != row_n else ""
             line.append(f"{measured} / {paper}" + (f" ({gap})" if gap else "") + fewer)
         line.append(str(row_n))
@@ -200,7 +226,10 @@ def table_flags(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
     from ..checks import cell_flags
 
     ids = [c.cell_id for c in cells if c.cell_id]
-    fresh = cell_flags(store, [store.cells(cell_id=i)[0] for i in dict.fromkeys(ids)])
+    # re-run over every stored cell of the same defenses, so a Square cell can flag this table's BPDA cell
+    mine = [store.cells(cell_id=i)[0] for i in dict.fromkeys(ids)]
+    related = {c["cell_id"]: c for m in mine for c in store.cells(dataset=m["dataset"], defense=m["defense"])}
+    fresh = [f for f in cell_flags(store, list(related.values())) if set(f.cells) & set(ids)]
     recomputed = {f.code for f in fresh} | {"eps0-not-clean", "eps-not-monotone", "gradient-free-beats-gradient"}
     # stored cross-cell verdicts may predate the latest samples: those checks are re-run on the cells as they are
     kept = [f for f in store.flags(ids) if f["code"] not in recomputed]
@@ -219,8 +248,10 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
     header = ["Method"] + [c.label for c in spec.columns] + ["n"]
     lines = [f"# {spec.title}", "",
              f"papers/{spec.paper}.txt, Table {spec.paper_table}; dataset `{spec.dataset}`, preset `{preset}`.",
-             "Each cell: **measured / paper (gap)**, accuracy in percent. `n/a`: defense not yet registered in "
-             "otbench; `not run`: no matching result in the store.", ""]
+             "Each cell: **measured / paper (gap)**, " + (
+                 "MSE, E and SMAPE (otbench/metrics.py; lower is better), the gap relative to the paper's value."
+                 if all(_regression(c) for c in spec.columns) else "accuracy in percent.") +
+             " `n/a`: defense not yet registered in otbench; `not run`: no matching result in the store.", ""]
     if spec.note:
         lines += [spec.note, ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

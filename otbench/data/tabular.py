@@ -1,0 +1,73 @@
+"""Tabular regression data: the UCI red wine quality file of OTAD's Table V (papers/otad.txt V-D3).
+
+`winequality-red`: 1599 wines, 11 physicochemical features, target `quality` (integers 3..8, kept as float).
+- Split: the paper gives only the sizes (1279 train / 320 test); a fixed permutation (seed 0) of the file's
+  rows puts its first 320 rows in the test split, the rest in training, so the split is the same everywhere.
+- Scaling: each feature is min-max scaled to [0, 1] with the TRAINING split's minimum and maximum only (no
+  test statistics leak into the model). A test value outside the training range is clipped to [0, 1], since
+  every attack and the harness's guard work in [0, 1]; the loader records how many values that touched.
+- Regression is marked by `num_classes = 0`; targets are float32 of shape (N,).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import OTBenchError
+from ..registry import register_dataset
+from .base import Dataset
+
+WINE_FILE = Path("winequality") / "winequality-red.csv"
+_SPLIT_SEED = 0
+_N_TEST = 320  # papers/otad.txt V-D3: "1279 for training and 320 for testing"
+_TARGET = "quality"
+
+
+def is_regression(data: Dataset) -> bool:
+    """Regression datasets carry float targets and no classes."""
+    return data.num_classes == 0
+
+
+def read_wine(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features (N, 11), target (N,) and the feature names of the UCI ';'-separated file."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    if _TARGET not in header:
+        raise OTBenchError(f"{path}: no '{_TARGET}' column in the header {header}")
+    t = header.index(_TARGET)
+    values = np.asarray(body, dtype=np.float64)
+    x = np.delete(values, t, axis=1)
+    return x, values[:, t], [h for i, h in enumerate(header) if i != t]
+
+
+def minmax_from_train(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scale both splits by the training minimum and range; clip the test split into [0, 1].
+    Returns (train, test, number of test values clipped)."""
+    low, span = x_train.min(0), x_train.max(0) - x_train.min(0)
+    span = np.where(span > 0, span, 1.0)  # a constant feature maps to 0
+    train, test = (x_train - low) / span, (x_test - low) / span
+    clipped = int(((test < 0) | (test > 1)).sum())
+    return train, np.clip(test, 0.0, 1.0), clipped
+
+
+@register_dataset("winequality-red")
+def winequality_red(root: Path) -> Dataset:
+    path = Path(root) / WINE_FILE
+    if not path.exists():
+        raise OTBenchError(f"winequality-red: {path} not found; put the UCI winequality-red.csv under "
+                           f"<data root>/{WINE_FILE.parent}/ (--data-root or $OTBENCH_DATA)")
+    x, y, _ = read_wine(path)
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(y))
+    test, train = order[:_N_TEST], order[_N_TEST:]
+    x_train, x_test, clipped = minmax_from_train(x[train], x[test])
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32)
+
+    source = (f"{path} (split seed {_SPLIT_SEED}: {len(train)} train / {len(test)} test; min-max from train; "
+              f"{clipped} test values clipped to [0, 1])")
+    return Dataset("winequality-red", t(x_train), t(y[train]), t(x_test), t(y[test]), 0, source)
