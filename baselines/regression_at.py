@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from defenses.otad.regression import TRAIN_REG_PAPER, TRAIN_REG_QUICK, Perturb, RegressorDefense
-from otbench.attacks.eot_pgd import input_grad, pgd_ascent
+from otbench.attacks.eot_pgd import UNIT, Domain, input_grad, pgd_ascent
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
 AT_DEFAULTS: dict[str, Any] = {"norm": "L2", "eps": 0.2, "steps": 5, "step_ratio": 2.5, "random_start": True}
 
 
-def pgd_perturbation(settings: dict[str, Any]) -> Perturb:
-    """PGD on the squared error, as regression-l2 runs it, for training batches."""
+def pgd_perturbation(settings: dict[str, Any], domain: Domain = UNIT) -> Perturb:
+    """PGD on the squared error, as regression-l2 runs it, for training batches, clamped to the dataset's
+    input domain (none when unbounded) as regression-l2 is at test time."""
     if settings.get("norm") not in ("L2", "Linf") or settings.get("steps", 0) < 1 or settings.get("eps", -1) < 0:
         raise OTBenchError(f"train.adversarial needs norm L2 or Linf, steps >= 1 and eps >= 0; got {settings}")
 
@@ -34,7 +35,7 @@ def pgd_perturbation(settings: dict[str, Any]) -> Perturb:
             return input_grad(lambda a: (net(a).reshape(len(a), -1) - target).pow(2).sum(), adv)
 
         return pgd_ascent(grad_fn, x, settings["eps"], settings["norm"], settings["steps"],
-                          settings["step_ratio"], settings["random_start"], seed)
+                          settings["step_ratio"], settings["random_start"], seed, domain)
 
     return perturb
 
@@ -52,7 +53,7 @@ class AdversariallyTrainedRegressor(RegressorDefense):
         if not isinstance(settings, dict):
             raise OTBenchError("regressor-at needs train.adversarial settings (norm, eps, steps, step_ratio, "
                                "random_start)")
-        return pgd_perturbation(settings)
+        return pgd_perturbation(settings, self.data.domain)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.device))

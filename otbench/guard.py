@@ -21,17 +21,21 @@ def perturbation_norms(x: torch.Tensor, adv: torch.Tensor, norm: str) -> torch.T
 
 
 def check_threat_model(x: torch.Tensor, adv: torch.Tensor, norm: str | None, eps: float,
-                       attack: str = "attack", bounded: bool = True) -> torch.Tensor:
-    """Raise ThreatModelViolation unless every adv is within eps of x (in `norm`) and inside [0, 1].
+                       attack: str = "attack", bounded: bool = True,
+                       domain: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+    """Raise ThreatModelViolation unless every adv is within eps of x (in `norm`) and inside `domain`
+    (the dataset's (low, high); None = unbounded, not checked).
     An unbounded attack (eps is not a norm bound) is checked only for the domain.
     Returns the perturbation norms (L2 when the attack has no norm of its own)."""
     if adv.shape != x.shape:
         raise ThreatModelViolation(f"{attack} returned shape {tuple(adv.shape)} for inputs {tuple(x.shape)}")
     if not torch.isfinite(adv).all():
         raise ThreatModelViolation(f"{attack} returned non-finite inputs")
-    low, high = adv.min().item(), adv.max().item()
-    if low < 0.0 or high > 1.0:
-        raise ThreatModelViolation(f"{attack} left the input domain [0, 1] (min {low:.6g}, max {high:.6g})")
+    if domain is not None:
+        low, high = adv.min().item(), adv.max().item()
+        if low < domain[0] or high > domain[1]:
+            raise ThreatModelViolation(f"{attack} left the input domain [{domain[0]:g}, {domain[1]:g}] "
+                                       f"(min {low:.6g}, max {high:.6g})")
     norms = perturbation_norms(x, adv, norm or "L2")
     if not bounded:
         return norms

@@ -23,11 +23,11 @@ If [62]'s text says otherwise, only this module changes: stored rows keep target
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
-ArrayLike = Union[Sequence[float], np.ndarray]
+ArrayLike = Sequence[float] | np.ndarray
 
 
 def _arrays(*arrays: ArrayLike) -> list[np.ndarray]:

@@ -41,7 +41,7 @@ class CellSummary:
     wall_seconds: float
     cell_id: str
     computed: int  # samples computed by this call (the rest came from the store)
-    mean_norm: float | None = None  # mean perturbation norm of the successful adversarial examples
+    mean_norm: float | None = None  # mean perturbation norm of the successful attacks (regression: of all)
     # regression cells only (otbench.metrics): MSE on clean and perturbed inputs, E and SMAPE of the change
     clean_mse: float | None = None
     adv_mse: float | None = None
@@ -115,7 +115,7 @@ def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[in
         return _evaluate_regression(defense, attack, x, y, ids, seed)
     clean = defense.predict(x)
     out = attack(x, y, seed=seed)
-    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded)
+    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded, data.domain)
     adv = defense.predict(out.adv)  # the harness evaluates the adversarial inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     return [SampleRow(i, int(l), int(c), int(a), float(nrm), None if q is None else int(q))
@@ -137,7 +137,8 @@ def _evaluate_regression(defense: Defense, attack: Attack, x: torch.Tensor, y: t
                          seed: int) -> tuple[list[SampleRow], list[OutputRow]]:
     clean = _outputs(defense, x)
     out = attack(x, y, seed=seed)
-    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded)
+    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded,
+                               defense.data.domain)
     adv = _outputs(defense, out.adv)  # the harness evaluates the perturbed inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     rows = [SampleRow(i, 0, 0, 0, float(nrm), None if q is None else int(q))

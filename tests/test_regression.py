@@ -9,13 +9,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from support import DATA
 
 from otbench.data import eval_subset
 from otbench.errors import OTBenchError
 from otbench.guard import check_threat_model
 from otbench.metrics import e_metric, mse, regression_metrics, smape
 from otbench.registry import ATTACKS, DEFENSES, TABLES
-from support import DATA
 
 WINE = DATA / "winequality" / "winequality-red.csv"
 pytestmark = pytest.mark.skipif(not WINE.exists(), reason=f"wine quality data not found at {WINE}")
@@ -80,11 +80,14 @@ def test_otad_regression_features_match_the_cvxpy_reference(otad_reg, wine):
     idx = otad_reg.knn.search(x, cfg["K"])
     X, Z = otad_reg.train_flat[idx].double().numpy(), otad_reg.bank[idx].double().numpy()
     assert X.shape == (3, 10, 11) and (res.steps > 0).any()  # real neighbourhoods need relaxation
+
+    def relaxed(k: int) -> tuple[float, float]:  # (L, l) after k relaxation steps of Algorithm 2
+        return cfg["L"] + k * cfg["delta1"], cfg["l"] - k * cfg["delta2"]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for b in range(3):
             s = int(res.steps[b])
-            relaxed = lambda k: (cfg["L"] + k * cfg["delta1"], cfg["l"] - k * cfg["delta2"])  # noqa: E731
             assert ref.potentials_lp(X[b], Z[b], *relaxed(s))[0]  # feasible at s ...
             assert s == 0 or not ref.potentials_lp(X[b], Z[b], *relaxed(s - 1))[0]  # ... and not before
             w = ref.eq15_weights(X[b], Z[b], *relaxed(s))
@@ -186,6 +189,43 @@ def test_table_5_finds_every_published_value(tmp_path):
     assert len(cells) == 36 and all(c.paper is not None and c.status == "not run" for c in cells)
     otad_e05 = next(c for c in cells if c.row.label == "OTAD" and c.column.label == "E0.5")
     assert otad_e05.paper == 0.119
+
+
+def test_table_5_is_on_z_scores_and_the_minmax_variant_has_the_same_rows():
+    z, m = TABLES.get("otad-table-5")(), TABLES.get("otad-table-5-minmax")()
+    assert (z.dataset, m.dataset) == ("winequality-red-z", "winequality-red")
+    assert z.rows == m.rows and z.columns == m.columns and "z-scores" in z.note and "min-max" in m.note
+
+
+# -- z-scored wine: an unbounded input domain -------------------------------------------------------------
+def test_z_scored_wine_is_standardised_by_train_and_unbounded_for_the_attacks():
+    from otbench.data import load_dataset
+    from otbench.defense import create_defense
+
+    z = load_dataset("winequality-red-z", DATA)
+    assert z.domain is None and z.num_classes == 0 and (len(z.x_train), len(z.x_test)) == (1279, 320)
+    assert torch.allclose(z.x_train.double().mean(0), torch.zeros(11, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(z.x_train.double().std(0, unbiased=False), torch.ones(11, dtype=torch.float64), atol=1e-4)
+    assert torch.equal(z.y_test, load_dataset("winequality-red", DATA).y_test)  # the same split
+    assert z.take_train(100).domain is None
+
+    reg = create_defense("regressor", z, "quick", {"train": {**TINY_REG, "epochs": 2}})
+    x, y = z.x_test[:64], z.y_test[:64]
+    adv = ATTACKS.get("regression-l2")(reg, 0.5, steps=5)(x, y).adv
+    assert adv.min() < 0 or adv.max() > 1  # z-scores are not clamped into [0, 1] (they were not there to start)
+    norms = check_threat_model(x, adv, "L2", 0.5, "regression-l2", domain=None)
+    assert norms.max() <= 0.5 * (1 + 1e-5)
+    noisy = ATTACKS.get("gaussian-noise")(reg, 0.2)(x, y).adv
+    norms = check_threat_model(x, noisy, "L2", 0.2, "gaussian-noise", domain=None)
+    assert torch.allclose(norms, torch.full_like(norms, 0.2), rtol=1e-5)  # exactly eps: nothing clipped
+
+    from otbench.attacks import Attack
+
+    class UnitOnly(Attack):  # an attack that assumes [0, 1] (does not declare any_domain)
+        name, needs, tasks = "unit-only", "nothing", ("regression",)
+
+    with pytest.raises(OTBenchError, match=r"assumes inputs in \[0, 1\].*unbounded.*gaussian-noise.*regression-l2"):
+        UnitOnly(reg, 0.2)
 
 
 # -- refusals -------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,8 @@ from otbench.registry import register_defense
 from .cip import FORMULATIONS, POTENTIALS
 from .defense import OTAD, OTAD_DEFAULTS, NeighbourDefense, StepCache, _ExactOTAD
 from .model import feature_bank
-from .network import FCResNet
 from .neighbours import ExactKNN
+from .network import FCResNet
 
 # papers/otad.txt V-A: SGD with momentum 0.9, weight decay 5e-4, 10 FC ResNet blocks on the industrial
 # (wine) data, block width = input dimension (11). The paper gives no epochs, learning rate or batch size:

@@ -21,6 +21,10 @@ NEEDS = ("gradients", "surrogate-gradients", "piecewise-gradients", "scores", "l
 GRADIENT_NEEDS = ("gradients", "surrogate-gradients", "piecewise-gradients")
 
 
+def input_domain(defense: Defense) -> tuple[float, float] | None:
+    return getattr(getattr(defense, "data", None), "domain", (0.0, 1.0))
+
+
 @dataclass
 class AttackOutput:
     adv: torch.Tensor
@@ -38,6 +42,8 @@ class Attack:
     bounded: ClassVar[bool] = True
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # defense tasks this attack applies to
     defaults: ClassVar[dict[str, Any]] = {}
+    # True when the attack works in any input domain (clamps to data.domain); the others assume [0, 1]
+    any_domain: ClassVar[bool] = False
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         eot = config.pop("eot_samples", 1)
@@ -53,6 +59,23 @@ class Attack:
             raise OTBenchError(f"eps must be >= 0, got {eps}")
         self.defense, self.eps = defense, float(eps)
         self.check_capabilities(type(defense))
+        self.check_domain(defense)
+
+    @property
+    def domain(self) -> tuple[float, float] | None:
+        """The defense's dataset's input domain (None = unbounded); [0, 1] for a defense built without data."""
+        return input_domain(self.defense)
+
+    @classmethod
+    def check_domain(cls, defense: Defense) -> None:
+        """Refuse a dataset whose input domain is not [0, 1] unless the attack handles any domain."""
+        domain = input_domain(defense)
+        if domain != (0.0, 1.0) and not cls.any_domain:
+            from ..registry import ATTACKS
+            ok = sorted(n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "any_domain", False))
+            raise OTBenchError(f"attack '{cls.name}' assumes inputs in [0, 1], but dataset '{defense.data.name}' "
+                               f"has input domain {'unbounded (None)' if domain is None else list(domain)}; "
+                               f"attacks that support it: {', '.join(ok)}")
 
     @property
     def norm(self) -> str | None:

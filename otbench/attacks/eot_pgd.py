@@ -23,30 +23,33 @@ from .base import Attack, AttackOutput
 from .pgd import PGD_DEFAULTS
 
 GradFn = Callable[[torch.Tensor], torch.Tensor]  # adversarial batch -> gradient of the loss to maximise
+Domain = tuple[float, float] | None  # a dataset's input domain (otbench/data/base.py); None = unbounded
+UNIT: Domain = (0.0, 1.0)
 
 
 def _per_sample_l2(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def project(x: torch.Tensor, adv: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Onto the eps-ball around x, then into [0, 1] (clamping only shrinks the perturbation)."""
+def project(x: torch.Tensor, adv: torch.Tensor, eps: float, norm: str, domain: Domain = UNIT) -> torch.Tensor:
+    """Onto the eps-ball around x, then into `domain` (clamping only shrinks the perturbation; None: no clamp)."""
     delta = adv - x
     if norm == "Linf":
         delta = delta.clamp(-eps, eps)
     else:
         delta = delta * (eps / (_per_sample_l2(delta) + 1e-12)).clamp(max=1.0)
-    return (x + delta).clamp(0.0, 1.0)
+    return x + delta if domain is None else (x + delta).clamp(*domain)
 
 
 def ascent_step(x: torch.Tensor, adv: torch.Tensor, grad: torch.Tensor, alpha: float, eps: float,
-                norm: str) -> torch.Tensor:
+                norm: str, domain: Domain = UNIT) -> torch.Tensor:
     """One steepest-ascent step of length alpha in `norm`, projected back."""
     direction = grad.sign() if norm == "Linf" else grad / (_per_sample_l2(grad) + 1e-12)
-    return project(x, adv + alpha * direction, eps, norm)
+    return project(x, adv + alpha * direction, eps, norm, domain)
 
 
-def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator,
+                 domain: Domain = UNIT) -> torch.Tensor:
     """Uniform in the Linf box; for L2 a random direction at a uniform radius (as torchattacks' PGDL2)."""
     if norm == "Linf":
         noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
@@ -54,18 +57,19 @@ def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Genera
         noise = torch.randn(x.shape, generator=generator)
         radius = torch.rand(len(x), generator=generator).view(-1, *([1] * (x.dim() - 1)))
         noise = noise / (_per_sample_l2(noise) + 1e-12) * radius * eps
-    return project(x, x + noise.to(x.device), eps, norm)
+    return project(x, x + noise.to(x.device), eps, norm, domain)
 
 
 def pgd_ascent(grad_fn: GradFn, x: torch.Tensor, eps: float, norm: str, steps: int, step_ratio: float,
-               start: bool, seed: int) -> torch.Tensor:
+               start: bool, seed: int, domain: Domain = UNIT) -> torch.Tensor:
     """Projected gradient ascent; step alpha = step_ratio * eps / steps, as in pgd.py. Returns the last
-    iterate: picking a 'best' one would need extra (for randomized defenses, noisy) evaluations."""
+    iterate: picking a 'best' one would need extra (for randomized defenses, noisy) evaluations.
+    Iterates are clamped into `domain` (the dataset's; None = unbounded)."""
     alpha = step_ratio * eps / steps
     x = x.detach()
-    adv = random_start(x, eps, norm, torch.Generator().manual_seed(seed)) if start else x.clone()
+    adv = random_start(x, eps, norm, torch.Generator().manual_seed(seed), domain) if start else x.clone()
     for _ in range(steps):
-        adv = ascent_step(x, adv, grad_fn(adv).detach(), alpha, eps, norm).detach()
+        adv = ascent_step(x, adv, grad_fn(adv).detach(), alpha, eps, norm, domain).detach()
     return adv
 
 

@@ -14,6 +14,7 @@ class NoAttack(Attack):
     needs = "nothing"
     norms = ()
     eps_meaning = "ignored (must be 0)"
+    any_domain = True
 
     def __init__(self, defense, eps: float, **config) -> None:
         if eps != 0:

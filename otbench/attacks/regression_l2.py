@@ -27,6 +27,7 @@ class RegressionL2(Attack):
     needs = "surrogate-gradients"
     tasks = ("regression",)
     defaults = {**PGD_DEFAULTS, "norm": "L2"}
+    any_domain = True  # clamps to the dataset's domain (none when unbounded)
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
@@ -62,6 +63,6 @@ class RegressionL2(Attack):
 
         torch.manual_seed(seed)  # only a randomized defense's own noise
         adv = pgd_ascent(grad_fn, x, self.eps, self.norm, self.config["steps"], self.config["step_ratio"],
-                         self.config["random_start"], seed)
+                         self.config["random_start"], seed, self.domain)
         queries = self.config["steps"] * samples
         return AttackOutput(adv.cpu(), torch.full((len(images),), queries, dtype=torch.long))

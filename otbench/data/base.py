@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,15 @@ OFFLINE_ENV = "OTBENCH_OFFLINE"  # set: never try to download, fail at once with
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    x_train: torch.Tensor  # (N, C, H, W) float32 in `domain`
     y_train: torch.Tensor  # (N,) int64
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
     source: str  # where the files came from, for the record
+    # the input domain every input (clean or adversarial) must stay in, as (low, high); None = unbounded
+    # (e.g. standardised tabular features). The guard checks it and attacks clamp to it.
+    domain: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -37,8 +40,7 @@ class Dataset:
         """The first n training points (the training order is the files' own, so this is deterministic)."""
         if n is None or n >= len(self.x_train):
             return self
-        return Dataset(self.name, self.x_train[:n], self.y_train[:n], self.x_test, self.y_test,
-                       self.num_classes, self.source)
+        return replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,8 @@ def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
     for row in spec.rows:
         for column in spec.columns:
             setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
-            paper = paper_value(spec.paper, spec.paper_table, spec.dataset, row.paper_method, setting,
-                                column.paper_metric) if row.paper_method and setting else None
+            paper = paper_value(spec.paper, spec.paper_table, spec.paper_dataset or spec.dataset, row.paper_method,
+                                setting, column.paper_metric) if row.paper_method and setting else None
             if row.defense not in DEFENSES:
                 out.append(Cell(row, column, None, paper, 0, None, "not available"))
                 continue

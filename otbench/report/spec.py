@@ -50,3 +50,6 @@ class TableSpec:
     note: str = ""
     figure: bool = False  # also draw accuracy vs eps
     x_label: str = "L2 perturbation budget eps (0 = clean)"
+    # the dataset the paper's values are filed under (paper_tables.csv), when the table measures another
+    # variant of it (otad-table-5: the z-scored winequality-red-z against the paper's winequality-red)
+    paper_dataset: str | None = None
