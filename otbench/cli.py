@@ -248,12 +248,14 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     names = args.tables or TABLES.names()
     specs = [TABLES.get(n)() for n in names]
     store = ResultStore(args.results)
-    if args.fill:
+    if args.fill:  # a table with its own kind of content (an AnalysisTable) fills and renders itself
         for spec in specs:
-            fill_table(spec, store, args)
+            spec.fill(store, args) if hasattr(spec, "fill") else fill_table(spec, store, args)
     written = {}
+    out_dir = Path(args.out or Path("reports") / args.preset)
     for spec in specs:
-        paths = render_table(spec, store, Path(args.out or Path("reports") / args.preset), args.preset)
+        paths = spec.render(store, out_dir, args.preset) if hasattr(spec, "render") else \
+            render_table(spec, store, out_dir, args.preset)
         written[spec.name] = [str(p) for p in paths]
         if not args.json:
             print(f"{spec.name}: " + ", ".join(str(p) for p in paths))

@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS outputs (
     cell_id TEXT, sample_id INTEGER, target REAL, clean_out REAL, adv_out REAL, PRIMARY KEY (cell_id, sample_id));
 CREATE TABLE IF NOT EXISTS flags (
     flag_key TEXT PRIMARY KEY, code TEXT, level TEXT, message TEXT, cells TEXT, created_at REAL);
+CREATE TABLE IF NOT EXISTS analyses (
+    key TEXT PRIMARY KEY, kind TEXT, dataset TEXT, defense TEXT, identity TEXT, sample_ids TEXT, vals TEXT,
+    wall_seconds REAL, machine TEXT, device TEXT, versions TEXT, command TEXT, created_at REAL);
 """
 
 
@@ -187,14 +190,14 @@ class ResultStore:
 
     # -- merging -----------------------------------------------------------------------------------
     def merge_from(self, other: str | os.PathLike) -> dict[str, int]:
-        """Copy every cell, row, chunk, run and flag of another results database that this one lacks
+        """Copy every cell, row, chunk, run, flag and analysis of another results database that this one lacks
         (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent."""
         self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
         counts = {}
         try:
             with self.db:
                 tables = {r[0] for r in self.db.execute("SELECT name FROM other.sqlite_master WHERE type='table'")}
-                for table in ("cells", "samples", "chunks", "outputs", "flags"):
+                for table in ("cells", "samples", "chunks", "outputs", "flags", "analyses"):
                     if table not in tables:  # a database from before the table existed
                         continue
                     before = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -30,6 +30,16 @@ OTAD_DEFAULTS: dict[str, Any] = {"K": 10, "L": 2.0, "l": 0.0, "delta1": 0.2, "de
 MAX_STEPS = 2000  # Algorithm 2's loop has no bound; this one is far above the ~200 seen on MNIST
 
 
+def check_cip_settings(cfg: dict[str, Any]) -> None:
+    """The CIP step's settings, shared by every OTAD variant; one-line errors naming the valid choices."""
+    if cfg["formulation"] not in FORMULATIONS:
+        raise OTBenchError(f"unknown formulation '{cfg['formulation']}'; valid: {', '.join(FORMULATIONS)}")
+    if cfg["potentials"] not in POTENTIALS:
+        raise OTBenchError(f"unknown potentials '{cfg['potentials']}'; valid: {', '.join(POTENTIALS)}")
+    if not cfg["l"] < cfg["L"]:
+        raise OTBenchError(f"OTAD needs l < L, got l={cfg['l']}, L={cfg['L']}")
+
+
 class StepCache:
     """Memo of Algorithm 2's first feasible relaxation step per neighbour set.
 
@@ -117,13 +127,7 @@ class OTAD(NeighbourDefense):
                "quick": {"train": TRAIN_QUICK, "defense": OTAD_DEFAULTS}}
 
     def __init__(self, data, config, device) -> None:
-        cfg = config["defense"]
-        if cfg["formulation"] not in FORMULATIONS:
-            raise OTBenchError(f"unknown formulation '{cfg['formulation']}'; valid: {', '.join(FORMULATIONS)}")
-        if cfg["potentials"] not in POTENTIALS:
-            raise OTBenchError(f"unknown potentials '{cfg['potentials']}'; valid: {', '.join(POTENTIALS)}")
-        if not cfg["l"] < cfg["L"]:
-            raise OTBenchError(f"OTAD needs l < L, got l={cfg['l']}, L={cfg['L']}")
+        check_cip_settings(config["defense"])  # before any training starts
         super().__init__(data, config, device)
         self.last_steps: torch.Tensor | None = None  # relaxation steps of the last batch, for diagnostics
         self.steps_cache = StepCache()

@@ -80,16 +80,23 @@ def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device,
                   progress: bool = True, perturb: Perturb | None = None) -> tuple[FCResNet, dict[str, Any]]:
     """The trained network for `cfg` (from the cache when present) and its training record."""
     data = data.take_train(cfg["train_size"])
-    path = model_path(data, cfg)
-    net = FCResNet(data.input_dim, data.num_classes, cfg["blocks"], cfg["residual"])
+    return cached_model(
+        model_path(data, cfg), FCResNet(data.input_dim, data.num_classes, cfg["blocks"], cfg["residual"]), cfg,
+        device, train=lambda: train_fc_resnet(data, cfg, device, progress, perturb),
+        evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})
+
+
+def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
+                 train: Callable[[], torch.nn.Module],
+                 evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
         return net.to(device).eval(), saved["record"]
     start = time.time()
-    net = train_fc_resnet(data, cfg, device, progress, perturb)
-    record = {"train_seconds": round(time.time() - start, 1), "device": str(device),
-              "test_accuracy": test_accuracy(net, data, device)}
+    net = train()
+    record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **evaluate(net)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
     torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)

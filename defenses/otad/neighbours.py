@@ -55,9 +55,11 @@ class ExactKNN:
             # a true K-nearest point p has distance <= kth (the K-th over a subset is >= the true K-th),
             # so its float32 distance is <= kth + bound: re-rank exactly all such points
             limit = (kth[rows] + bound[rows] + 1e-12 - xn[rows]).float()
-            band = approx[:, rows] <= limit[None, :] + limit.abs()[None, :] * 4 * _U32  # float32 rounding of limit
+            band = (approx[:, rows].T <= (limit + limit.abs() * 4 * _U32)[:, None]).contiguous()  # + rounding
+            counts = band.sum(1).tolist()
+            hits = band.nonzero()[:, 1].split(counts)  # per row, in increasing training index
             for j, r in enumerate(rows.tolist()):
-                near = band[:, j].nonzero().flatten()  # increasing training index
+                near = hits[j]
                 if len(near) < k or len(near) > self.points.shape[0] // 4:
                     idx[r] = self._exact_rows(x[r:r + 1], k)[0]
                     continue

@@ -12,7 +12,6 @@ uses the same trainer with adversarial examples.
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +29,8 @@ from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
-from .cip import FORMULATIONS, POTENTIALS
-from .defense import OTAD, OTAD_DEFAULTS, NeighbourDefense, StepCache, _ExactOTAD
-from .model import feature_bank
+from .defense import OTAD, OTAD_DEFAULTS, check_cip_settings, NeighbourDefense, StepCache, _ExactOTAD
+from .model import cached_model, feature_bank
 from .neighbours import ExactKNN
 from .network import FCResNet
 
@@ -113,21 +111,10 @@ def load_or_train_regressor(data: Dataset, cfg: dict[str, Any], device: torch.de
     if ("adversarial" in cfg) != (perturb is not None):  # the key names the cached model: keep it honest
         raise OTBenchError("train.adversarial belongs to adversarially trained defenses (regressor-at) only")
     data = data.take_train(cfg["train_size"])
-    path = regressor_path(data, cfg)
-    net = FCResNet(data.input_dim, 1, cfg["blocks"], cfg["residual"])
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["state_dict"])
-        return net.to(device).eval(), saved["record"]
-    start = time.time()
-    net = train_regressor(data, cfg, device, perturb, progress)
-    record = {"train_seconds": round(time.time() - start, 1), "device": str(device),
-              "test_mse": round(test_mse(net, data, device), 6)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
-    torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
-    tmp.replace(path)
-    return net.eval(), record
+    return cached_model(
+        regressor_path(data, cfg), FCResNet(data.input_dim, 1, cfg["blocks"], cfg["residual"]), cfg, device,
+        train=lambda: train_regressor(data, cfg, device, perturb, progress),
+        evaluate=lambda net: {"test_mse": round(test_mse(net, data, device), 6)})
 
 
 class RegressorDefense(Defense):
@@ -165,12 +152,7 @@ def check_otad_config(cfg: dict[str, Any], n_train: int) -> None:
     k = cfg["K"]
     if not isinstance(k, int) or not 2 <= k <= n_train:
         raise OTBenchError(f"K must be an integer from 2 to the {n_train} training points, got {k!r}")
-    if cfg["formulation"] not in FORMULATIONS:
-        raise OTBenchError(f"unknown formulation '{cfg['formulation']}'; valid: {', '.join(FORMULATIONS)}")
-    if cfg["potentials"] not in POTENTIALS:
-        raise OTBenchError(f"unknown potentials '{cfg['potentials']}'; valid: {', '.join(POTENTIALS)}")
-    if not cfg["l"] < cfg["L"]:
-        raise OTBenchError(f"OTAD needs l < L, got l={cfg['l']}, L={cfg['L']}")
+    check_cip_settings(cfg)
 
 
 @register_defense("otad-regression")

@@ -8,19 +8,15 @@ cells of the results store (`clean`, `robust`), the trained network's test accur
 checkpoint's record), or analyses computed by defenses/otad/analysis.py and stored per test sample in the
 results database's own `analyses` table (next to the cells, keyed by a hash of the defense config, the
 analysis and its parameters, so a larger n only computes the missing samples). An AnalysisTable renders and
-fills itself (`render`, `fill`); until `otbench report` dispatches to them (the diff in the module's
-report), `python -m otbench.report.tables.otad_analyses [otbench report options]` does the same.
+fills itself (`render`, `fill`); `otbench report` dispatches to them.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,23 +26,8 @@ import torch
 from ...config import config_hash
 from ...data.synthetic import SCALE, STDS, as_input_eps
 from ...registry import DEFENSES, register_table
+from ..paper import paper_metric_values
 from ..spec import Column, Row, TableSpec
-
-if __name__ == "__main__":  # `python -m`: run the registered copy of this module (importing the package loaded it)
-    from otbench.report.tables.otad_analyses import main as _main
-
-    sys.exit(_main())
-
-# -- the paper's values, with their metric (paper.paper_values() keys them without it) -----------------------
-
-
-@lru_cache(maxsize=1)
-def paper_metric_values() -> dict[tuple[str, str, str, str, str, str], float]:
-    """(paper, table, dataset, method, setting, metric) -> value from paper_tables.csv."""
-    text = files("otbench.report").joinpath("paper_tables.csv").read_text()
-    return {(r["paper"], r["table"], r["dataset"], r["method"], r["setting"], r["metric"]): float(r["value"])
-            for r in csv.DictReader(text.splitlines())}
-
 
 # -- declarations ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -100,19 +81,7 @@ class AnalysisTable(TableSpec):
         fill_analysis(self, store, args)
 
 
-# -- the analyses' own table in the results database -------------------------------------------------------
-_ANALYSES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS analyses (
-    key TEXT PRIMARY KEY, kind TEXT, dataset TEXT, defense TEXT, identity TEXT, sample_ids TEXT, vals TEXT,
-    wall_seconds REAL, machine TEXT, device TEXT, versions TEXT, command TEXT, created_at REAL);
-"""
-
-
-def _ensure_schema(store) -> None:
-    store.db.executescript(_ANALYSES_SCHEMA)
-    store.db.commit()
-
-
+# -- the analyses' own table in the results database (store.py's `analyses`) ---------------------------------
 def analysis_identity(table: AnalysisTable, section: Section, row: Row, kind: str, preset: str,
                       subset_seed: int) -> dict[str, Any] | None:
     from ...defense import build_config
@@ -126,7 +95,6 @@ def analysis_identity(table: AnalysisTable, section: Section, row: Row, kind: st
 
 
 def stored_analysis(store, identity: dict[str, Any]) -> dict[str, Any] | None:
-    _ensure_schema(store)
     cur = store.db.execute("SELECT * FROM analyses WHERE key = ?", (config_hash(identity, 24),))
     names = [c[0] for c in cur.description]
     row = cur.fetchone()
@@ -141,7 +109,6 @@ def save_analysis(store, identity: dict[str, Any], ids: list[int], vals: dict[st
                   wall: float, device: str) -> None:
     from ...provenance import command_line, machine, package_versions
 
-    _ensure_schema(store)
     old = stored_analysis(store, identity)
     if old is not None:  # keep what was computed before, add the new samples
         keep = [i for i, s in enumerate(old["sample_ids"]) if s not in set(ids)]
@@ -386,9 +353,11 @@ def render_analysis(table: AnalysisTable, store, out_dir: Path, preset: str) -> 
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in _grid(table, values)]
     lines += ["", "## How these numbers were made", ""]
-    made = _provenance_lines(prov) + _analysis_lines(values)
     trained = sorted({json.dumps({"row": f"{v.section.label} / {v.row.label}", **v.source["trained"]}, sort_keys=True)
                       for v in values if v.source and "trained" in v.source})
+    named = [v.source["trained"] for v in values if v.source and "trained" in v.source]
+    prov = [{**p, "trained": None} if p["trained"] in named else p for p in prov]  # listed per row below
+    made = _provenance_lines(prov) + _analysis_lines(values)
     made += [f"- network of {json.loads(t)['row']}: test accuracy {100 * json.loads(t)['test_accuracy']:.2f}%, "
              f"trained in {json.loads(t)['train_seconds']} s on {json.loads(t)['device']}" for t in trained]
     lines += made or ["No measured value yet."]
@@ -407,7 +376,8 @@ def sweep_figure(table: AnalysisTable, values: list[Value], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = (("(a) accuracy under BPDA + PGD", ("clean", "robust"), "accuracy (%)"),
-              ("(b) local Lipschitz constant of the feature map", ("lipschitz", "lipschitz_random"), "Lipschitz constant"),
+              ("(b) local Lipschitz constant of the feature map", ("lipschitz", "lipschitz_random", "gap"),
+               "Lipschitz constant"),
               ("(c) relative error RE", ("re",), "RE = ||R(x) - f~(x)||^2 / ||R(x)||^2"))
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     labels = {m.kind: m.label for m in table.metrics}
@@ -416,7 +386,8 @@ def sweep_figure(table: AnalysisTable, values: list[Value], path: Path) -> Path:
             pts = sorted((table.figure_x[v.row.label], v.measured) for v in values
                          if v.metric.kind == kind and v.row.label in table.figure_x and v.measured is not None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=f"C{i}", label=f"OTAD {labels[kind]}")
+                style = ":" if kind == "gap" else "-o"  # the relaxed L - l: the bound the CIP step enforced
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=f"C{i}", label=f"OTAD {labels[kind]}")
             ppts = sorted((table.figure_x[v.row.label], v.paper) for v in values
                           if v.metric.kind == kind and v.row.label in table.figure_x and v.paper is not None)
             if ppts:
@@ -425,13 +396,15 @@ def sweep_figure(table: AnalysisTable, values: list[Value], path: Path) -> Path:
             for v in values:  # rows without an x (the ResNet): horizontal lines
                 if v.metric.kind == kind and v.row.label not in table.figure_x:
                     if v.measured is not None:
-                        ax.axhline(v.measured, ls="--", color=f"C{i + 2}", label=f"{v.row.label} {labels[kind]}")
+                        ax.axhline(v.measured, ls="--", color=f"C{i + 3}", label=f"{v.row.label} {labels[kind]}")
                     if v.paper is not None:
-                        ax.axhline(v.paper, ls=":", color=f"C{i + 4}", label=f"{v.row.label} {labels[kind]} (paper)")
+                        ax.axhline(v.paper, ls=":", color=f"C{i + 6}", label=f"{v.row.label} {labels[kind]} (paper)")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("L - l")
+        ax.set_xlabel("L - l (OTAD's setting; l = 0)")
         ax.set_ylabel(ylabel)
         ax.set_xscale("log", base=2)
+        xs = sorted(set(table.figure_x.values()))
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.suptitle(table.title, fontsize=9)
@@ -454,7 +427,8 @@ SYNTHETIC_OTAD = {"K": 10, "L": 2.0 * SCALE, "l": 0.0, "delta1": 0.2 * SCALE, "d
 @register_table("otad-table-14")
 def otad_table_14() -> AnalysisTable:
     sections = tuple(Section(f"std={s:g}", f"gaussian-sphere-{s:g}", "bpda-pgd", as_input_eps(1.0),
-                             (Row("OTAD", "otad", f"std={s:g}", {"train": {"blocks": 3}, "defense": SYNTHETIC_OTAD}),),
+                             (Row("OTAD", "otad", f"std={s:g}", {"train": {"blocks": 3}, "defense": SYNTHETIC_OTAD}),
+                              Row("ResNet, no defense (not in the paper)", "standard", None, {"train": {"blocks": 3}})),
                              paper_dataset="synthetic", paper_setting="bpda-pgd eps=1") for s in STDS)
     return AnalysisTable(
         name="otad-table-14", title="OTAD on the synthetic Gaussian classes against BPDA + PGD (eps = 1)",
@@ -462,13 +436,15 @@ def otad_table_14() -> AnalysisTable:
         metrics=(_NET, *_ACC, Metric("Relative Error", "re", "relative_error", 4),
                  Metric("RE unsquared", "re_plain", None, 4), Metric("relaxed L - l", "gap", None, 2)),
         note=(f"Data (otbench/data/synthetic.py): 10 classes (the paper gives no number), N(mu_k, std^2 I) in R^128, "
-              f"mu_k uniform on the unit sphere, 50,000 train / 10,000 test, mapped to [0, 1] by x/{SCALE:g} + 0.5: the "
-              f"paper's eps = 1 is eps = {as_input_eps(1.0):g} on the stored inputs, and OTAD runs with L = "
+              f"mu_k uniform on the unit sphere, 50,000 train / 10,000 test, mapped to [0, 1] by x/{SCALE:g} + 0.5: "
+              f"the paper's eps = 1 is eps = {as_input_eps(1.0):g} on the stored inputs, and OTAD runs with L = "
               f"{2 * SCALE:g}, l = 0, delta1 = delta2 = {0.2 * SCALE:g}, K = 10 there, i.e. exactly L = 2, l = 0, "
               f"delta = 0.2 in the data's units (the paper's MNIST settings; it gives none for this data). Network: "
-              f"3-block FC ResNet, the preset's optimiser and epochs. Net test Acc: the ResNet on the whole test split. "
-              f"RE: mean over the attacked samples of ||R(x) - f~(x)||^2 / ||R(x)||^2 (the paper's definition); the "
-              f"unsquared ratio and the relaxed L - l of Algorithm 2 (in stored-input units) are not in the paper."))
+              f"3-block FC ResNet, the preset's optimiser and epochs. Net test Acc: the ResNet on the whole test "
+              f"split. RE: mean over the attacked samples of ||R(x) - f~(x)||^2 / ||R(x)||^2 (the paper's "
+              f"definition); the unsquared ratio and the relaxed L - l of Algorithm 2 (in stored-input units) are "
+              f"not in the paper. The undefended ResNet row (the same network; BPDA + PGD on it is PGD) shows what "
+              f"the attack does without the CIP step."))
 
 
 @register_table("otad-table-13")
@@ -511,8 +487,8 @@ def otad_figure_2() -> AnalysisTable:
         figure_x={r.label: g for r, g in zip(rows, _FIG2_GAPS)},
         note="Rows: OTAD with l = 0 and L = the swept L - l (K = 10, delta1 = delta2 = 0.2); ResNet: the network "
              "alone (`standard`; its BPDA + PGD is plain PGD). Lip: the local Lipschitz constant of the feature map, "
-             "f~ (OTAD's CIP feature) or R (ResNet), in L2, at radius 0.3 (the paper's noise level): per test point the "
-             "largest ||T(x+d) - T(x)|| / ||d|| over 8 random directions of norm 0.3 followed by 10 steps of "
+             "f~ (OTAD's CIP feature) or R (ResNet), in L2, at radius 0.3 (the paper's noise level): per test point "
+             "the largest ||T(x+d) - T(x)|| / ||d|| over 8 random directions of norm 0.3 followed by 10 steps of "
              "power-iteration ascent on the sphere (a lower estimate of the local constant; `Lip (random dirs)`: the "
              "random directions alone), averaged over the points (defenses/otad/analysis.py). RE: mean of "
              "||R(x) - f~(x)||^2 / ||R(x)||^2, the paper's definition. relaxed L - l: the mean L - l Algorithm 2 "
@@ -533,45 +509,8 @@ def otad_table_4() -> TableSpec:
         note="The data are not shipped (otbench/data/synthetic.py: `$OTBENCH_MERFISH` or `<data root>/merfish/`); "
              "genes scaled to [0, 1] by the training split's min and max, so eps = 1 is on that scale (the paper's "
              "Scanpy preprocessing is not given). 4-block FC ResNet (paper V-A). PGD adversarial training: L2, eps = 1 "
-             "(the paper gives no budget for this data), 40 steps (`paper`) or 10 (`quick`). OTAD: K = 10, L = 2, l = 0.")
+             "(the paper gives no budget for this data), 40 steps (`paper`) or 10 (`quick`). OTAD: K = 10, L = 2, "
+             "l = 0.")
 
 
 # -- `otbench report` for these tables until the CLI dispatches to `render` / `fill` itself -------------------
-def report(args: argparse.Namespace) -> dict[str, Any]:
-    """cmd_report, dispatching to a table's own `fill` / `render` when it has them."""
-    from ...registry import TABLES
-    from ...store import ResultStore
-    from ..fill import fill_table
-    from ..render import render_table
-
-    specs = [TABLES.get(n)() for n in (args.tables or TABLES.names())]
-    store = ResultStore(args.results)
-    if args.fill:
-        for spec in specs:
-            spec.fill(store, args) if hasattr(spec, "fill") else fill_table(spec, store, args)
-    written = {}
-    out_dir = Path(args.out or Path("reports") / args.preset)
-    for spec in specs:
-        paths = spec.render(store, out_dir, args.preset) if hasattr(spec, "render") else \
-            render_table(spec, store, out_dir, args.preset)
-        written[spec.name] = [str(p) for p in paths]
-        print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
-    store.close()
-    return {"written": written}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ...cli import build_parser
-    from ...errors import OTBenchError
-    from ...provenance import set_command
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(["report", *argv])
-    set_command(["report", *argv])
-    try:
-        report(args)
-    except OTBenchError as exc:
-        print(f"otbench: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
