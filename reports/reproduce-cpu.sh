@@ -18,6 +18,18 @@ otbench run --defense otad --attack square --dataset mnist --eps 2 --n 50 --chun
 # Table I: the adaptive CW objective solved by NGOpt (nevergrad's Python overhead, ~1 ms per sample and
 # step, makes this CPU-bound wherever it runs; 100 samples per sigma)
 otbench run --defense standard,otad --attack ngopt-cw --eps 0.1,0.15,0.2 --n 100 --chunk 50 --preset paper --quiet
+# OTAD's analyses (issue 7): Table V on z-scored wine, Tables XIII, XIV and Figure 2 (each trains its networks)
+for wine in winequality-red-z winequality-red; do  # Table V (z-scores) and its min-max variant
+  otbench run --dataset "$wine" --preset paper --defense regressor --attack regression-l2,gaussian-noise \
+    --eps 0.1,0.2,0.5 --n 320 --quiet
+  otbench run --dataset "$wine" --preset paper --defense regressor-at,otad-regression --attack regression-l2 \
+    --eps 0.1,0.2,0.5 --n 320 --quiet
+done
+otbench report --fill --tables otad-table-13 --preset paper --n 200 --quiet --out reports/paper
+otbench report --fill --tables otad-table-14 --preset paper --n 500 --quiet --out reports/paper
+otbench report --fill --tables otad-figure-2 --preset paper --n 500 --quiet --out reports/paper
+# Table IV's pipeline on the synthetic stand-in of MERFISH's shape (reduced scale: preset quick)
+otbench report --fill --tables otad-table-4-synthetic --preset quick --n 500 --quiet --out reports/quick
 # Tables II, III at n = 1000 and the exact-gradient attack: reports/reproduce-gpu.sh (H100), merged with
 # `otbench merge`
 otbench report --preset paper --out reports/paper

@@ -69,6 +69,27 @@ def test_gaussian_class_means_lie_on_the_unit_sphere():
     assert np.abs(est - mu).max() < 0.02
 
 
+def test_bayes_margin_is_the_distance_to_the_nearest_mean_boundary():
+    """The margin equals, found by bisection, the shortest move along some mu_j - mu_y that leaves class y's
+    nearest-mean region (a convex polytope: its boundary is nearest along a facet normal)."""
+    means = syn.class_means(classes=5, dim=16)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 30)
+    x = means[y] + 0.1 * rng.standard_normal((30, 16))
+    m = syn.bayes_margins(x, y, means)
+    nearest = lambda p: int(((means - p) ** 2).sum(1).argmin())  # noqa: E731
+    for i in range(30):
+        exits = []
+        for j in set(range(5)) - {int(y[i])}:
+            u = (means[j] - means[y[i]]) / np.linalg.norm(means[j] - means[y[i]])
+            lo, hi = 0.0, 4.0
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if nearest(x[i] + mid * u) == y[i] else (lo, mid)
+            exits.append(hi)
+        assert m[i] > 0 and abs(min(exits) - m[i]) < 1e-9, (i, m[i], min(exits))
+
+
 def test_gaussian_datasets_are_deterministic_in_range_and_harder_as_std_grows():
     names = [f"gaussian-sphere-{s:g}" for s in syn.STDS]
     assert set(names) <= set(DATASETS.names())
@@ -91,13 +112,20 @@ GENES, TYPES, CELLS = 500, 7, 700
 
 
 def _merfish_like(seed=0):
-    """Non-negative 'expression' with 7 cell types that differ in 20 marker genes each."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, TYPES, CELLS)
-    base = rng.gamma(2.0, 1.0, (CELLS, GENES))
+    """Non-negative 'expression' with 7 cell types that differ in 20 marker genes each (well separated)."""
+    return syn.merfish_like(CELLS, seed, shift=6.0)
+
+
+def test_merfish_synthetic_has_merfish_shape_and_learnable_types():
+    data = DATASETS.get("merfish-synthetic")(None)
+    assert data.input_dim == GENES and data.num_classes == TYPES
+    assert (len(data.x_train), len(data.x_test)) == (8000, 2000)
+    assert data.x_train.min() >= 0 and data.x_train.max() <= 1
+    # marker genes carry the type: the mean of type k's own markers is the largest among the types
+    x, y = data.x_train.flatten(1), data.y_train
     for k in range(TYPES):
-        base[y == k, k * 20:(k + 1) * 20] += 6.0
-    return np.log1p(base).astype(np.float32), y
+        own = x[:, k * 20:(k + 1) * 20].mean(1)
+        assert own[y == k].mean() > max(own[y == j].mean() for j in range(TYPES) if j != k) + 0.05
 
 
 def _write_csv(path, x, y, names):
@@ -208,7 +236,9 @@ def test_analysis_tables_are_registered_with_the_papers_values(tmp_path):
     assert {"otad-table-4", "otad-table-13", "otad-table-14", "otad-figure-2"} <= set(TABLES.names())
     store = ResultStore(tmp_path / "r.sqlite")
     t14 = collect_analysis(TABLES.get("otad-table-14")(), store, "paper")
-    papers = {(v.section.label, v.metric.kind): v.paper for v in t14 if v.row.defense == "otad"}
+    papers = {(v.section.label, v.metric.kind): v.paper for v in t14 if v.row.defense == "otad" and not v.metric.attack}
+    shift = [v for v in t14 if v.metric.attack == "class-mean-shift"]
+    assert len(shift) == 12 and all(v.paper is None for v in shift)  # one per row; not in the paper
     assert papers[("std=0.3", "net_test_accuracy")] == 99.0 and papers[("std=0.6", "re")] == 0.5876
     assert papers[("std=0.2", "robust")] == 75.78 and all(v.status == "not run" for v in t14 if v.paper is not None)
     t13 = collect_analysis(TABLES.get("otad-table-13")(), store, "paper")

@@ -295,3 +295,25 @@ def test_new_attacks_are_listed_with_their_threat_model(capsys):
     for name in NEW:
         assert f"norm L2/Linf; needs {needs[name]};" in listed[name]["threat_model"]
     assert listed["eot-pgd"]["defaults"]["eot_samples"] == 20 and listed["dml-attack"]["defaults"]["norm"] == "L2"
+
+
+def test_class_mean_shift_steps_along_class_mean_differences(standard, test_batch):
+    """Each move is eps along mu_j - mu_y for one of the `candidates` nearest other classes (clipping aside)."""
+    from otbench.attacks.class_mean_shift import class_means
+
+    data = standard.data
+    means = class_means(data.x_train, data.y_train, data.num_classes)
+    y0 = data.y_train == 0
+    assert torch.allclose(means[0], data.x_train[y0].flatten(1).double().mean(0))
+    x, y = test_batch[0][:10], test_batch[1][:10]
+    out = ATTACKS.get("class-mean-shift")(standard, 1.0, candidates=2)(x, y)
+    assert out.queries.min() >= 1 and out.queries.max() <= 2
+    flat = x.flatten(1).double()
+    dist = torch.cdist(flat, means)
+    for i in range(len(x)):
+        dist[i, y[i]] = float("inf")
+        moves = []
+        for j in dist[i].argsort()[:2].tolist():  # the two nearest other classes' means
+            d = means[j] - means[y[i]]
+            moves.append((flat[i] + d / d.norm()).clamp(0, 1).float())
+        assert any(torch.allclose(out.adv[i].flatten(), m, atol=1e-6) for m in moves), i

@@ -13,7 +13,7 @@ def test_real_robustbench_loads_through_the_adapter():
 def test_importing_otbench_does_not_import_robustbench():
     code = ("import sys, otbench, otbench.cli, otbench.attacks, defenses, baselines; "
             "print('robustbench' in sys.modules, 'autoattack' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # generous: shared CI cores
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
@@ -27,6 +27,6 @@ def test_a_shadowing_robustbench_copy_is_detected_with_the_fix(tmp_path):
             "from otbench.errors import OTBenchError\n"
             "assert is_shadowed()\n"
             "try:\n    load_robustbench()\nexcept OTBenchError as e:\n    print(e)")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600)  # generous: shared CI cores
     assert out.returncode == 0, out.stderr
     assert "torchattacks" in out.stdout and "--force-reinstall --no-deps robustbench==1.1.1" in out.stdout

@@ -20,6 +20,7 @@ FAST = {
     "ngopt-cw": ("standard", 0.2, {"budget": 60}),
     "cw-l2": ("standard", 0.2, {"steps": 50, "binary_search_steps": 2, "c": 1.0}),
     "autoattack": ("standard", 0.3, {}),
+    "class-mean-shift": ("standard", 6.0, {"candidates": 3}),
     "dml-attack": None,      # needs a metric network: tests/test_attacks_extra.py
     "regression-l2": None,   # needs a regression defense: tests/test_attacks_extra.py
     "gaussian-noise": None,  # random noise, not meant to lower accuracy: tests/test_regression.py

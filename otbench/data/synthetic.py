@@ -34,6 +34,11 @@ Labels may be strings or integers: they are mapped to 0..C-1 in sorted order. Wi
 split 80/20 by a fixed seed (the paper: 65,697 training and 16,425 test cells, i.e. 80/20). The expression
 values are taken as given (the paper preprocesses with Scanpy; do that before) and scaled per gene to
 [0, 1] with the training split's minimum and maximum; test values outside are clipped, constant genes are 0.
+
+**merfish-synthetic**: NOT the MERFISH data: a stand-in of its shape (500 non-negative log "expressions", 7
+cell types of unequal size, each type raising 20 marker genes of its own over gamma-distributed background),
+`MERFISH_LIKE_CELLS` cells split 80/20 as above, then scaled like `merfish`. It exists to run Table IV's
+pipeline where the real file is absent; its accuracies say nothing about single-cell data.
 """
 from __future__ import annotations
 
@@ -82,6 +87,20 @@ def gaussian_classes(std: float, n_train: int = N_TRAIN, n_test: int = N_TEST, c
     noise = rng.standard_normal((n_train + n_test, dim), dtype=np.float32)
     x = (mu[y] + std * noise).astype(np.float32)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def bayes_margins(x: np.ndarray, y: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Per point (paper's units), the L2 distance to the nearest boundary of the nearest-mean (Bayes, for
+    equal isotropic classes) classifier between its class y and any other: min_j (|x-mu_j|^2 - |x-mu_y|^2) /
+    (2 |mu_j - mu_y|); negative when the point is on the wrong side. A perturbation of L2 norm above it can
+    move the point to where another class is more likely, so the fraction with margin > eps bounds what
+    robust accuracy at eps means on this data."""
+    d2 = ((x[:, None, :] - means[None]) ** 2).sum(-1)
+    own = d2[np.arange(len(y)), y]
+    gap = np.linalg.norm(means[None] - means[y][:, None], axis=-1)
+    margin = (d2 - own[:, None]) / (2 * np.where(gap > 0, gap, 1.0))
+    margin[np.arange(len(y)), y] = np.inf
+    return margin.min(1)
 
 
 def _to_inputs(x: np.ndarray) -> torch.Tensor:
@@ -251,10 +270,39 @@ def minmax_scale(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, n
     return scale(x_train).astype(np.float32), scale(x_test).astype(np.float32)
 
 
-@register_dataset("merfish")
-def merfish(root: Path | None = None) -> Dataset:
-    xtr, ytr, xte, yte, names, source = load_merfish_arrays(root)
+def _expression_dataset(name: str, xtr, ytr, xte, yte, names, source: str) -> Dataset:
     xtr, xte = minmax_scale(xtr, xte)
     as_t = lambda a: torch.from_numpy(a).view(len(a), 1, 1, -1)  # noqa: E731
-    return Dataset("merfish", as_t(xtr), torch.from_numpy(ytr).long(), as_t(xte), torch.from_numpy(yte).long(),
+    return Dataset(name, as_t(xtr), torch.from_numpy(ytr).long(), as_t(xte), torch.from_numpy(yte).long(),
                    len(names), f"{source} ({xtr.shape[1]} genes; cell types {', '.join(names)})")
+
+
+@register_dataset("merfish")
+def merfish(root: Path | None = None) -> Dataset:
+    return _expression_dataset("merfish", *load_merfish_arrays(root))
+
+
+MERFISH_LIKE_CELLS, MERFISH_GENES, MERFISH_TYPES, MARKERS = 10_000, 500, 7, 20
+
+
+def merfish_like(cells: int = MERFISH_LIKE_CELLS, seed: int = SEED, shift: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """(cells, 500) float32 log1p 'expressions' and (cells,) labels of 7 unequal cell types; type k adds `shift`
+    to the gamma(2, 1) background of its own 20 marker genes (genes 20k ... 20k + 19)."""
+    rng = np.random.default_rng([seed, 7])
+    weights = np.linspace(2.0, 0.5, MERFISH_TYPES)  # unequal type sizes, as in any tissue
+    y = rng.choice(MERFISH_TYPES, size=cells, p=weights / weights.sum())
+    x = rng.gamma(2.0, 1.0, (cells, MERFISH_GENES))
+    for k in range(MERFISH_TYPES):
+        x[y == k, k * MARKERS:(k + 1) * MARKERS] += shift
+    return np.log1p(x).astype(np.float32), y
+
+
+@register_dataset("merfish-synthetic")
+def merfish_synthetic(root: Path | None = None) -> Dataset:
+    x, y = merfish_like()
+    test = np.zeros(len(y), bool)  # the same 80/20 rule as a MERFISH file without a split
+    test[np.random.default_rng(SPLIT_SEED).permutation(len(y))[:int(round(TEST_FRACTION * len(y)))]] = True
+    tr, te = ~test, test
+    names = [f"type{k}" for k in range(MERFISH_TYPES)]
+    return _expression_dataset("merfish-synthetic", x[tr], y[tr], x[te], y[te], names,
+                               f"SYNTHETIC stand-in of MERFISH's shape, seed {SEED} (not single-cell data)")
