@@ -119,7 +119,7 @@ def _merfish_like(seed=0):
 def test_merfish_synthetic_has_merfish_shape_and_learnable_types():
     data = DATASETS.get("merfish-synthetic")(None)
     assert data.input_dim == GENES and data.num_classes == TYPES
-    assert (len(data.x_train), len(data.x_test)) == (8000, 2000)
+    assert (len(data.x_train), len(data.x_test)) == (4000, 1000)
     assert data.x_train.min() >= 0 and data.x_train.max() <= 1
     # marker genes carry the type: the mean of type k's own markers is the largest among the types
     x, y = data.x_train.flatten(1), data.y_train

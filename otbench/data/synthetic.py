@@ -282,7 +282,7 @@ def merfish(root: Path | None = None) -> Dataset:
     return _expression_dataset("merfish", *load_merfish_arrays(root))
 
 
-MERFISH_LIKE_CELLS, MERFISH_GENES, MERFISH_TYPES, MARKERS = 10_000, 500, 7, 20
+MERFISH_LIKE_CELLS, MERFISH_GENES, MERFISH_TYPES, MARKERS = 5_000, 500, 7, 20
 
 
 def merfish_like(cells: int = MERFISH_LIKE_CELLS, seed: int = SEED, shift: float = 2.0) -> tuple[np.ndarray, np.ndarray]:

@@ -530,7 +530,7 @@ def otad_table_4_synthetic() -> TableSpec:
     return _table_4("otad-table-4-synthetic", "merfish-synthetic",
                     "Table IV's pipeline on SYNTHETIC data of MERFISH's shape (not the paper's data) against BPDA + "
                     "PGD (eps = 1)",
-                    "SYNTHETIC STAND-IN, NOT MERFISH: `merfish-synthetic` (otbench/data/synthetic.py), 10,000 cells "
+                    "SYNTHETIC STAND-IN, NOT MERFISH: `merfish-synthetic` (otbench/data/synthetic.py), 5,000 cells "
                     "of 500 gamma-distributed log expressions, 7 unequal cell types with 20 marker genes each, split "
                     "80/20 and scaled like `merfish`. It shows the pipeline runs end to end where the real file is "
                     "absent; the paper's values beside the cells are for the real MERFISH data and are not a target "
