@@ -67,6 +67,21 @@ def test_ot_cla_codes_are_closer_to_the_gaussian_prior_than_e_cla(codes):
     assert noise < d_ot  # the statistic resolves the difference: OT-CLA's codes are not exactly Gaussian either
 
 
+def test_defenses_with_the_same_train_settings_never_share_stored_cells():
+    from otbench.config import config_hash
+    from otbench.defense import build_config
+    from otbench.registry import DEFENSES
+
+    names = ("ot-cla", "e-cla", "cnn-standard", "ot-cla-adv", "cnn-pgd-at")
+    # the identity a cell is stored under (Defense.identity: the config's `defense` section replaces the name)
+    idents = {config_hash({"defense": n, "dataset": "mnist", **build_config(DEFENSES.get(n), "quick", None)})
+              for n in names}
+    assert len(idents) == len(names)
+    with pytest.raises(OTBenchError, match="defense.model"):
+        DEFENSES.get("e-cla")(None, build_config(DEFENSES.get("e-cla"), "quick", {"defense": {"model": "ot-cla"}}),
+                              torch.device("cpu"))
+
+
 def test_energy_distance_is_zero_only_for_equal_samples():
     from defenses.ot_classifier.analysis import energy_distance
 

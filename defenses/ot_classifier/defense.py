@@ -19,6 +19,7 @@ import torch
 
 from baselines.pgd_at import pgd_perturbation
 from otbench.defense import Defense
+from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
 from .settings import ADV_PAPER, ADV_QUICK, TRAIN_PAPER, TRAIN_QUICK, resolve_adv
@@ -33,6 +34,9 @@ class EncoderClassifierDefense(Defense):
 
     def __init__(self, data, config: dict[str, Any], device: torch.device) -> None:
         super().__init__(data, config, device)
+        if config.get("defense", {}).get("model") != self.name:
+            raise OTBenchError(f"defense '{self.name}': defense.model names the registered defense and must stay "
+                               f"'{self.name}'; choose another defense with --defense instead")
         cfg = config["train"]
         perturb = pgd_perturbation(resolve_adv(data.name, cfg)) if self.adversarial else None
         self.net, self.train_record = load_or_train(data, cfg, device, self.kind, perturb)
@@ -48,23 +52,28 @@ class EncoderClassifierDefense(Defense):
         return self.net.embed(x)
 
 
-_PRESETS = {"paper": {"train": dict(TRAIN_PAPER), "defense": {}}, "quick": {"train": dict(TRAIN_QUICK), "defense": {}}}
-_ADV_PRESETS = {"paper": {"train": {**TRAIN_PAPER, **ADV_PAPER}, "defense": {}},
-                "quick": {"train": {**TRAIN_QUICK, **ADV_QUICK}, "defense": {}}}
+def _presets(name: str, adversarial: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """The presets of one registered defense. Its defense section names it (`model`): a stored cell's identity is
+    the defense config, and `Defense.identity`'s own name entry is replaced by the config's `defense` section, so
+    without it defenses with the same train settings (ot-cla, e-cla and cnn-standard; ot-cla-adv and cnn-pgd-at)
+    would share cells."""
+    adv = (ADV_PAPER, ADV_QUICK) if adversarial else ({}, {})
+    return {"paper": {"train": {**TRAIN_PAPER, **adv[0]}, "defense": {"model": name}},
+            "quick": {"train": {**TRAIN_QUICK, **adv[1]}, "defense": {"model": name}}}
 
 
 @register_defense("ot-cla")
 class OTClassifier(EncoderClassifierDefense):
     description = "OT-Classifier (Algorithm 1): encoder to n_z dims, WGAN critic toward N(0, I), classifier on the code"
     kind = "ot-cla"
-    presets = _PRESETS
+    presets = _presets("ot-cla")
 
 
 @register_defense("e-cla")
 class EClassifier(EncoderClassifierDefense):
     description = "E-CLA (OT-Classifier section 4.2): OT-CLA's encoder and classifier without the critic"
     kind = "e-cla"
-    presets = _PRESETS
+    presets = _presets("e-cla")
 
 
 @register_defense("ot-cla-adv")
@@ -72,14 +81,14 @@ class OTClassifierAdv(EncoderClassifierDefense):
     description = "OT-CLA+Adv: Algorithm 1 on Madry PGD examples (eps 0.3 MNIST, 0.03 CIFAR-10/STL-10, 0.01 Tiny ImageNet)"
     kind = "ot-cla"
     adversarial = True
-    presets = _ADV_PRESETS
+    presets = _presets("ot-cla-adv", adversarial=True)
 
 
 @register_defense("cnn-standard")
 class CNNStandard(EncoderClassifierDefense):
     description = "the OT-Classifier paper's 'No Defense': OT-CLA's convolutions, a wide ReLU layer, no code or critic"
     kind = "cnn"
-    presets = _PRESETS
+    presets = _presets("cnn-standard")
 
 
 @register_defense("cnn-pgd-at")
@@ -87,4 +96,4 @@ class CNNPGDAT(EncoderClassifierDefense):
     description = "the OT-Classifier paper's 'Madry's Adv': cnn-standard with Madry PGD training (Supplement A's eps)"
     kind = "cnn"
     adversarial = True
-    presets = _ADV_PRESETS
+    presets = _presets("cnn-pgd-at", adversarial=True)

@@ -79,7 +79,7 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(9.0, 4.6))
     ns = sorted({c.n for c in cells if c.status == "measured"})
     for i, row in enumerate(spec.rows):
         mine = [c for c in cells if c.row.label == row.label]
@@ -99,7 +99,7 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
     ax.set_ylabel("testing accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}" if ns else ""
     ax.set_title(f"{spec.figure_title or spec.title}\n{DATA_NAMES.get(spec.dataset, spec.dataset)}, preset "
                  f"`{preset}`, {n_text}", fontsize=9)
@@ -392,7 +392,7 @@ class EmbeddingFigure(TableSpec):
         import matplotlib.pyplot as plt
         from matplotlib.lines import Line2D
 
-        fig, axes = plt.subplots(len(recs), 2, figsize=(10, 4.6 * len(recs)), squeeze=False)
+        fig, axes = plt.subplots(len(recs), 2, figsize=(11.5, 4.6 * len(recs)), squeeze=False)
         for r, (label, rec) in enumerate(recs.items()):
             v = rec["vals"]
             for c, (key, pred, what) in enumerate((("clean", "clean_pred", "Original"),
@@ -411,7 +411,9 @@ class EmbeddingFigure(TableSpec):
                            Line2D([], [], marker="v", ls="", color="0.4", markeredgecolor="k", label="Classified Wrong")]
                 handles += [Line2D([], [], marker="s", ls="", color=plt.get_cmap("tab10")(k), label=str(k))
                             for k in range(10)]
-                ax.legend(handles=handles, fontsize=6, loc="upper right", ncol=2, title="class", title_fontsize=6)
+                if c == 1:  # one legend per row, outside the axes
+                    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                              title="marker / true class", title_fontsize=7)
         fig.suptitle(f"{self.title} (n = {len(next(iter(recs.values()))['vals']['label'])})", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=150)
