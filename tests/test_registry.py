@@ -64,3 +64,18 @@ def test_outside_package_adds_a_defense_through_an_entry_point(tmp_path, monkeyp
     sys.modules.pop("my_defense_pkg", None)
     assert "plugin-identity" in reg.names()
     assert reg.get("plugin-identity").description == "test plug-in"
+
+
+def test_no_two_registered_defenses_share_a_stored_identity():
+    """Cells are keyed by the defense's identity: two defenses with the same one would share results."""
+    from otbench.config import config_hash
+    from otbench.defense import build_config, defense_identity
+    from otbench.registry import DEFENSES
+
+    seen: dict[str, str] = {}
+    for name in DEFENSES.names():
+        cls = DEFENSES.get(name)
+        for preset in cls.presets:
+            key = config_hash(defense_identity(name, "mnist", build_config(cls, preset, None)), 24)
+            assert key not in seen, f"defenses '{name}' and '{seen[key]}' share the identity of preset '{preset}'"
+            seen[key] = f"{name}"
