@@ -145,3 +145,21 @@ class KNNT(ViTNeighbourDefense):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         xt = self.net.embed(x)
         return self.net.classify(self.bank_z[self.neighbours(x, xt)].mean(1))
+
+
+@register_defense("vit")
+class ViT(Defense):
+    description = "the undefended ViT that OTAD-T is built on (x -> H(z~(x~(x))))"
+    differentiable = True
+    surrogate_description = "itself"
+    presets = presets({})
+
+    def __init__(self, data, config, device) -> None:
+        super().__init__(data, config, device)
+        self.net, self.train_record = load_or_train_vit(data, vit_config(config["train"]), device)
+
+    def surrogate(self) -> nn.Module:
+        return self.net
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.device))

@@ -25,9 +25,10 @@ from otbench.errors import OTBenchError
 
 DML_ARCHS = ("resnet3", "cnn2", "vit1", "attention", "resnet18")
 # Not given in the paper: embedding size, margin, optimiser and epochs are ours.
-DML_QUICK: dict[str, Any] = {"arch": "resnet3", "emb": 64, "margin": 0.2, "epochs": 2, "batch_size": 128,
+# `width`: channels of the first convolution (resnet3: w, 2w, 4w; cnn2: w, 2w); the others ignore it.
+DML_QUICK: dict[str, Any] = {"arch": "resnet3", "emb": 64, "width": 8, "margin": 0.2, "epochs": 1, "batch_size": 128,
                              "lr": 1e-3, "train_size": 20000, "seed": 0, "weights": ""}
-DML_PAPER: dict[str, Any] = {**DML_QUICK, "epochs": 30, "train_size": None}
+DML_PAPER: dict[str, Any] = {**DML_QUICK, "width": 16, "epochs": 30, "train_size": None}
 
 
 class _Basic(nn.Module):
@@ -92,13 +93,15 @@ class DMLNet(nn.Module):
         if arch not in DML_ARCHS:
             raise OTBenchError(f"unknown DML-net '{arch}'; valid: {', '.join(DML_ARCHS)}")
         if arch == "resnet3":
-            self.body = nn.Sequential(nn.Conv2d(c, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                                      _Basic(16, 16, 1), _Basic(16, 32, 2), _Basic(32, 64, 2),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, emb))
+            w = cfg["width"]
+            self.body = nn.Sequential(nn.Conv2d(c, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                                      _Basic(w, w, 1), _Basic(w, 2 * w, 2), _Basic(2 * w, 4 * w, 2),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, emb))
         elif arch == "cnn2":
-            self.body = nn.Sequential(nn.Conv2d(c, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Flatten(), nn.Linear(64 * (shape[1] // 4) * (shape[2] // 4), emb))
+            w = cfg["width"]
+            self.body = nn.Sequential(nn.Conv2d(c, w, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(w, 2 * w, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Flatten(), nn.Linear(2 * w * (shape[1] // 4) * (shape[2] // 4), emb))
         elif arch == "vit1":
             self.body = VisionTransformer(img_size=shape[1:], patch_size=4, in_chans=c, num_classes=emb,
                                           embed_dim=64, depth=1, num_heads=4, global_pool="avg", class_token=False)

@@ -9,6 +9,7 @@ predictions, so the accuracy cost of CIP-net is measured on the same samples.
 from __future__ import annotations
 
 import importlib.util
+import statistics
 import time
 from pathlib import Path
 
@@ -39,8 +40,8 @@ def _timed(fn):
 
 @torch.no_grad()
 def measure_inference(exact: OTADTBase, nn_defense: OTADTNNBase, x: torch.Tensor, y: torch.Tensor,
-                      n_conic: int, batched_repeats: int = 3) -> dict[str, list[float]]:
-    """Per-sample values (lists over the samples of x; `conic_*` over the first n_conic of them)."""
+                      n_conic: int, batched_repeats: int = 3) -> dict[str, list[float | None]]:
+    """Per-sample values over the samples of x; `conic_*` are None after the first n_conic samples."""
     ref = conic_reference()
     cfg = exact.config["defense"]
     x = x.to(exact.device)
@@ -78,9 +79,14 @@ def measure_inference(exact: OTADTBase, nn_defense: OTADTNNBase, x: torch.Tensor
             out["conic_s"].append(t)
             out["conic_correct"].append(float(c_logit.argmax(1).item() == y[i].item()))
             out["conic_rel_error"].append(relative_error(g[None], res.features.double()).item())
+    reps = []
     for _ in range(batched_repeats):
         exact.cip.steps_cache = StepCache()
-        _, t = _timed(lambda: exact.logits(x))
-        out["exact_batched_s"].append(t / len(x))
+        reps.append(_timed(lambda: exact.logits(x))[1] / len(x))
+    # one value per sample (the batch's mean over the repeats) and the spread over the repeats
+    out["exact_batched_s"] = [statistics.mean(reps)] * len(x)
+    out["exact_batched_repeat_std"] = [statistics.pstdev(reps)] * len(x)
+    for key in ("conic_s", "conic_rel_error", "conic_correct"):  # conic values: the first n_conic samples only
+        out[key] += [None] * (len(x) - len(out[key]))
     return out
 
