@@ -186,10 +186,11 @@ def knn_accuracy(net: DMLNet, data: Dataset, device: torch.device, k: int = 10, 
     return (votes.argmax(1).cpu() == data.y_test[:n_test]).float().mean().item()
 
 
-def load_or_train_dml(data: Dataset, cfg: dict[str, Any], device: torch.device,
-                      progress: bool = True) -> tuple[DMLNet, dict[str, Any]]:
+def load_or_train_dml(data: Dataset, cfg: dict[str, Any], device: torch.device, progress: bool = True,
+                      history: list[float] | None = None) -> tuple[DMLNet, dict[str, Any]]:
+    """The cached DML-net for cfg, else trained (`history` then receives its losses) and cached."""
     data = data.take_train(cfg["train_size"])
     key = config_hash({"model": "dml-net", "dataset": data.name, "train": cfg})
     return cached_model(cache_dir() / "models" / f"dml-{cfg['arch']}-{data.name}-{key}.pt", DMLNet(data.input_shape, cfg),
-                        cfg, device, train=lambda: train_dml(data, cfg, device, progress),
+                        cfg, device, train=lambda: train_dml(data, cfg, device, progress, history),
                         evaluate=lambda net: {"knn_accuracy": knn_accuracy(net, data, device)})
