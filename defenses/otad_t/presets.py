@@ -21,7 +21,7 @@ CIPNET_PAPER: dict[str, Any] = {"cipnet_width": 256, "cipnet_depth": 6, "cipnet_
                                 "cipnet_lr": 1e-3, "cipnet_batch_size": 128, "cipnet_n_train": 20000,
                                 "cipnet_alpha": 1.0}
 CIPNET_QUICK: dict[str, Any] = {**CIPNET_PAPER, "cipnet_width": 64, "cipnet_depth": 2, "cipnet_heads": 4,
-                                "cipnet_epochs": 20, "cipnet_n_train": 4000}
+                                "cipnet_epochs": 5, "cipnet_n_train": 2000}
 
 _VIT = {"paper": VIT_PAPER, "reference-code": VIT_CODE, "quick": VIT_QUICK}
 _DML = {"paper": DML_PAPER, "reference-code": DML_PAPER, "quick": DML_QUICK}
