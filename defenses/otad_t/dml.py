@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
@@ -103,6 +102,8 @@ class DMLNet(nn.Module):
                                       nn.Conv2d(w, 2 * w, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),
                                       nn.Flatten(), nn.Linear(2 * w * (shape[1] // 4) * (shape[2] // 4), emb))
         elif arch == "vit1":
+            from timm.models.vision_transformer import VisionTransformer  # lazy: timm warns on import
+
             self.body = VisionTransformer(img_size=shape[1:], patch_size=4, in_chans=c, num_classes=emb,
                                           embed_dim=64, depth=1, num_heads=4, global_pool="avg", class_token=False)
         elif arch == "attention":

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
@@ -47,6 +46,8 @@ class TransportViT(nn.Module):
         super().__init__()
         if cfg["arch"] not in ARCHS:
             raise OTBenchError(f"unknown ViT arch '{cfg['arch']}'; valid: {', '.join(ARCHS)}")
+        from timm.models.vision_transformer import VisionTransformer  # lazy: timm warns on import
+
         c, h, w = shape
         if h % cfg["patch"] or w % cfg["patch"]:
             raise OTBenchError(f"patch size {cfg['patch']} must divide the {h} x {w} input")
