@@ -7,7 +7,7 @@ printing speed ratios against each other and CIP-net's accuracy cost against the
 
 The trained quick-preset models come from the model cache (trained on first use). --paper-dims also times the
 CIP step alone at the paper's token dimension (64 patches x 256 = 16384) on an untrained paper-size ViT over
-random 32 x 32 RGB images (2000 training points): solver costs, not accuracies.
+random 32 x 32 RGB images (500 training points): solver costs, not accuracies.
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ def trained(args) -> None:
     for k, label in (("conic_s", "conic solver (cvxpy + Clarabel), 1/call"), ("exact_s", "exact solver, 1/call"),
                      ("exact_batched_s", f"exact solver, batch of {args.n}"), ("cipnet_s", "CIP-net, 1/call")):
         print(f"  {label:42s} {_ms(v[k])}")
+    print(f"  CIP step alone: exact solver 1/call {_ms(v['exact_step_s'])}, CIP-net 1/call {_ms(v['cipnet_step_s'])}, "
+          f"ratio {statistics.mean(v['exact_step_s']) / statistics.mean(v['cipnet_step_s']):.2f}x")
     print(f"  ratio conic / exact (1/call)          {mean['conic_s'] / mean['exact_s']:8.1f}x")
     print(f"  ratio conic / exact (batched)         {mean['conic_s'] / mean['exact_batched_s']:8.1f}x")
     print(f"  ratio exact (1/call) / CIP-net         {mean['exact_s'] / mean['cipnet_s']:8.2f}x")
@@ -65,7 +67,7 @@ def paper_dims(args) -> None:
 
     torch.manual_seed(0)
     net = TransportViT((3, 32, 32), 10, VIT_PAPER).eval()
-    bank_x, bank_z = token_banks(net, torch.rand(2000, 3, 32, 32), torch.device("cpu"), batch=250)
+    bank_x, bank_z = token_banks(net, torch.rand(500, 3, 32, 32), torch.device("cpu"), batch=250)
     with torch.no_grad():
         xt = net.embed(torch.rand(args.n, 3, 32, 32))
     idx = torch.cdist(xt, bank_x).topk(10, largest=False).indices

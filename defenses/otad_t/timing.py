@@ -47,14 +47,19 @@ def measure_inference(exact: OTADTBase, nn_defense: OTADTNNBase, x: torch.Tensor
     x = x.to(exact.device)
     out: dict[str, list[float]] = {k: [] for k in ("exact_s", "cipnet_s", "conic_s", "exact_batched_s", "cipnet_rel_error",
                                                    "conic_rel_error", "exact_correct", "cipnet_correct",
-                                                   "conic_correct", "agree", "dim")}
+                                                   "conic_correct", "agree", "dim", "exact_step_s",
+                                                   "cipnet_step_s")}
     exact.cip.steps_cache = StepCache()  # no memo carried over from earlier queries: every sample pays its search
     for i in range(len(x)):
         xi = x[i:i + 1]
+        c0, n0 = exact.timings["cip"], nn_defense.timings["cip-net"]
         logit, t = _timed(lambda: exact.logits(xi))
         out["exact_s"].append(t)
         nn_logit, t = _timed(lambda: nn_defense.logits(xi))
         out["cipnet_s"].append(t)
+        # the CIP step alone (relaxation search + QP, or the CIP-net forward), without embedding, search and head
+        out["exact_step_s"].append(exact.timings["cip"] - c0)
+        out["cipnet_step_s"].append(nn_defense.timings["cip-net"] - n0)
         res, xt, idx = exact.cip_features(xi)
         z_nn = nn_defense.cipnet(xt, nn_defense.bank_x[idx], nn_defense.bank_z[idx])
         out["cipnet_rel_error"].append(relative_error(z_nn, res.features.float()).item())

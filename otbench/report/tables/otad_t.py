@@ -255,6 +255,10 @@ def render_timing(table: TimingTable, store, out_dir: Path, preset: str) -> list
         lines.append(f"| {r['method']} | {meas} / {pap} | {f(r['speed_vs_exact_per_sample'], '.3g')} | "
                      f"{f(r['accuracy'], '.1f')} | {err} | {r['n']} |")
     lines += ["", "## How these numbers were made", ""]
+    if rec and "exact_step_s" in rec["vals"]:
+        (em, es, _), (cm, cs, _) = _stats(rec["vals"]["exact_step_s"]), _stats(rec["vals"]["cipnet_step_s"])
+        lines += [f"- The CIP step alone, one sample per call (no embedding, DML-net, search or head): exact solver "
+                  f"{em:.4g} s ({es:.2g}), CIP-net {cm:.4g} s ({cs:.2g}), ratio {em / cm:.3g}."]
     if rec:
         agree = _stats(rec["vals"]["agree"])[0]
         lines += [f"- CIP-net and the exact solver predict the same class on {100 * agree:.1f}% of the {len(rec['sample_ids'])} "
