@@ -12,7 +12,7 @@ cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and cla
 
 # A ViT of the quick preset's layout, smaller: 49 tokens x 16 dims = 784-dimensional x~, one block.
 TINY_VIT = {"dim": 16, "depth": 1, "heads": 2, "epochs": 1, "batch_size": 64, "lr": 2e-3, "train_size": 2000}
-TINY_CIPNET = {"cipnet_width": 32, "cipnet_depth": 1, "cipnet_heads": 2, "cipnet_epochs": 6, "cipnet_n_train": 1500,
+TINY_CIPNET = {"cipnet_width": 32, "cipnet_depth": 1, "cipnet_heads": 2, "cipnet_epochs": 6, "cipnet_n_train": 1000,
                "cipnet_batch_size": 64}
 TINY_DML = {"dml_arch": "cnn2", "dml_epochs": 1, "dml_batch_size": 64}
 
@@ -53,7 +53,7 @@ def test_cipnet_training_lowers_its_error_against_exact_solutions_on_held_out_po
     from otbench.defense import create_defense
 
     nn_def = create_defense("otad-t-nn", mnist, "quick", {"train": {**TINY_VIT, **TINY_CIPNET}})
-    xt, idx, exact = nn_def.held_out(200)  # test points: never in the CIP-net's training set
+    xt, idx, exact = nn_def.held_out(150)  # test points: never in the CIP-net's training set
     K, d = idx.shape[1], xt.shape[1]
     cfg = nn_def.config["train"]
     torch.manual_seed(cfg["seed"])
