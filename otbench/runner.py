@@ -256,6 +256,10 @@ def undefended_check(defense: Defense, attack_name: str, attack_config: dict[str
     cls = ATTACKS.get(attack_name)
     if not cls.bounded or cls.needs == "nothing" or defense.surrogate() is None:
         return []
+    try:
+        cls.check_capabilities(chk.UndefendedView)
+    except OTBenchError:  # e.g. dml-attack: the undefended network has no metric network to attack
+        return []
     view = chk.UndefendedView(defense)
     norm = {**cls.defaults, **attack_config}.get("norm")
     if norm not in chk.LARGE_EPS:

@@ -317,3 +317,22 @@ def test_class_mean_shift_steps_along_class_mean_differences(standard, test_batc
             d = means[j] - means[y[i]]
             moves.append((flat[i] + d / d.norm()).clamp(0, 1).float())
         assert any(torch.allclose(out.adv[i].flatten(), m, atol=1e-6) for m in moves), i
+
+
+def test_undefended_check_skips_attacks_the_undefended_network_cannot_take(metric_nn, tmp_path):
+    """dml-attack needs a metric network, which the undefended view has not: no check, and no crash."""
+    from otbench.data import EvalSubset
+    from otbench.runner import undefended_check
+    from otbench.store import ResultStore
+
+    class WithSurrogate(MetricNN):
+        surrogate_description = "the embedding's network"
+
+        def surrogate(self) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    d = WithSurrogate.__new__(WithSurrogate)
+    d.__dict__.update(metric_nn.__dict__)
+    store = ResultStore(tmp_path / "r.sqlite")
+    assert undefended_check(d, "dml-attack", {}, EvalSubset(0, (0, 1, 2)), store, 0, False) == []
+    store.close()
