@@ -4,11 +4,12 @@ examples back to their clean images, placed before the standard FC ResNet + H. E
 the defense is differentiable end to end: gradient attacks (and BPDA, whose surrogate is the defense itself)
 go through G.
 
-Shen et al. (MNIST): G = Conv(64, 4x4, /2)-BN-LReLU, Conv(128, 4x4, /2)-BN-LReLU, ConvT(64, 4x4, x2)-BN-LReLU,
-ConvT(1, 4x4, x2)-tanh; D = Conv(64, 3x3, /2)-LReLU, Conv(128, 3x3, /2)-BN-LReLU, Conv(256, 3x3, /2)-BN-LReLU,
-Linear-sigmoid (`ape_width` = 64 scales every layer, for tests). Loss of G: xi1 * MSE(G(x_adv), x) + xi2 * BCE(D(G(x_adv)), 1) with xi1 = 0.7, xi2 = 0.3;
-Adam (lr 2e-4, betas 0.5, 0.999), batch 128, two G steps per D step, 2 epochs; training examples are FGSM
-examples (eps = 0.3 on MNIST) of the classifier being defended, here the standard FC ResNet.
+Networks for MNIST as in the public re-implementation owruby/APE-GAN: G = Conv(64, 4x4, /2)-BN-LReLU,
+Conv(128, 4x4, /2)-BN-LReLU, ConvT(64, 4x4, x2)-BN-LReLU, ConvT(1, 4x4, x2)-tanh; D = Conv(64, 3x3, /2)-LReLU, Conv(128, 3x3, /2)-BN-LReLU, Conv(256, 3x3, /2)-BN-LReLU,
+Linear-sigmoid (`ape_width` = 64 scales every layer, for tests). Loss of G (Shen et al.):
+xi1 * MSE(G(x_adv), x) + xi2 * BCE(D(G(x_adv)), 1) with xi1 = 0.7, xi2 = 0.3; training examples are FGSM
+examples, eps = 0.3 on MNIST, of the classifier being defended (here the standard FC ResNet). The schedule
+(Adam, lr 2e-4, betas 0.5/0.999, batch 128, two G steps per D step, 2 epochs) is owruby/APE-GAN's too.
 Preset `paper`: these settings on the full training set; `quick`: the same on TRAIN_QUICK's 10,000 points.
 """
 from __future__ import annotations

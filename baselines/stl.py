@@ -11,9 +11,11 @@ Teboulle 2009; the authors use SPORCO's ADMM: the same minimiser), in torch, for
 dictionary is learnt by alternating minimisation on training images: codes by FISTA, then a projected
 gradient step on the filters (each filter kept in the unit ball), as in convolutional dictionary learning.
 
-Preset `paper`: the authors' released settings (64 filters of 8 x 8, lambda 0.2 of their "0.1 to 0.3",
-Tikhonov weight 5, 200 coding iterations); the dictionary is learnt on MNIST training images, since the
-paper's MNIST basis is not available. Preset `quick`: 16 filters and 20 iterations, minutes on a CPU.
+Preset `paper`: the authors' released reconstruction settings (GitBoSun/AdvDefense_CSC, recons_data.py:
+64 filters of 8 x 8, lambda 0.2 from their recommended 0.1-0.3, Tikhonov weight 5 with 16 pixels of
+padding, 200 iterations: their ADMM's MaxMainIter, here FISTA's). The paper's MNIST basis is not available,
+so the dictionary is learnt on 2,000 MNIST training images (100 alternating steps on batches of 64, 50 FISTA
+iterations each: our settings). Preset `quick`: 16 filters, 20 iterations, 30 learning steps on 1,000 images.
 """
 from __future__ import annotations
 

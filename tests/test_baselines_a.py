@@ -29,7 +29,8 @@ def eval_batch(mnist):
 
 @pytest.fixture(scope="session")
 def pgd_at(mnist):
-    return create_defense("pgd-at", mnist, "quick", {"train": {**TINY_TRAIN, "adv_steps": 3}})
+    # the same config as tests/test_analyses.py's pgd-at: one checkpoint per session
+    return create_defense("pgd-at", mnist, "quick", {"train": {**TINY_TRAIN, "adv_steps": 5}})
 
 
 @pytest.fixture(scope="session")
