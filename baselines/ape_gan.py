@@ -5,7 +5,8 @@ the defense is differentiable end to end: gradient attacks (and BPDA, whose surr
 go through G.
 
 Networks for MNIST as in the public re-implementation owruby/APE-GAN: G = Conv(64, 4x4, /2)-BN-LReLU,
-Conv(128, 4x4, /2)-BN-LReLU, ConvT(64, 4x4, x2)-BN-LReLU, ConvT(1, 4x4, x2)-tanh; D = Conv(64, 3x3, /2)-LReLU, Conv(128, 3x3, /2)-BN-LReLU, Conv(256, 3x3, /2)-BN-LReLU,
+Conv(128, 4x4, /2)-BN-LReLU, ConvT(64, 4x4, x2)-BN-LReLU, ConvT(1, 4x4, x2)-tanh;
+D = Conv(64, 3x3, /2)-LReLU, Conv(128, 3x3, /2)-BN-LReLU, Conv(256, 3x3, /2)-BN-LReLU,
 Linear-sigmoid (`ape_width` = 64 scales every layer, for tests). Loss of G (Shen et al.):
 xi1 * MSE(G(x_adv), x) + xi2 * BCE(D(G(x_adv)), 1) with xi1 = 0.7, xi2 = 0.3; training examples are FGSM
 examples, eps = 0.3 on MNIST, of the classifier being defended (here the standard FC ResNet). The schedule
@@ -28,8 +29,8 @@ from otbench.registry import register_defense
 from .pgd_at import pgd_examples
 from .purification import PurifiedDefense, classifier_config, purifier_path
 
-APE_PAPER: dict[str, Any] = {"ape_width": 64, "ape_fgsm_eps": 0.3, "ape_epochs": 2, "ape_batch_size": 128, "ape_lr": 2e-4,
-                             "ape_xi1": 0.7, "ape_xi2": 0.3, "ape_g_steps": 2,
+APE_PAPER: dict[str, Any] = {"ape_width": 64, "ape_fgsm_eps": 0.3, "ape_epochs": 2, "ape_batch_size": 128,
+                             "ape_lr": 2e-4, "ape_xi1": 0.7, "ape_xi2": 0.3, "ape_g_steps": 2,
                              "ape_train_images": None}  # None: all of the classifier's training points
 
 
@@ -102,7 +103,7 @@ def train_ape_gan(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: 
 
 @register_defense("ape-gan")
 class APEGAN(PurifiedDefense):
-    description = "APE-GAN (Shen et al. 2017): a GAN-trained generator removing FGSM noise, then the standard FC ResNet + H"
+    description = "APE-GAN (Shen et al. 2017): a GAN-trained generator removing FGSM noise, then the standard net"
     differentiable = True  # G and the classifier are networks: exact gradients end to end
     surrogate_description = "itself (differentiable end to end)"
     presets = {"paper": {"train": {**TRAIN_PAPER, **APE_PAPER}, "defense": {}},
@@ -116,8 +117,9 @@ class APEGAN(PurifiedDefense):
         part = data.take_train(cfg["train_size"]).take_train(cfg["ape_train_images"])
         settings = {"classifier": classifier_config(cfg), **{k: v for k, v in cfg.items() if k.startswith("ape_")}}
         self.generator, record = cached_model(
-            purifier_path("ape-gan", data, settings), Generator(data.x_train.shape[1], cfg["ape_width"]), settings, device,
-            train=lambda: train_ape_gan(self.net, part.x_train, part.y_train, {**settings, "seed": cfg["seed"]}, device),
+            purifier_path("ape-gan", data, settings), Generator(data.x_train.shape[1], cfg["ape_width"]), settings,
+            device, train=lambda: train_ape_gan(self.net, part.x_train, part.y_train, {**settings, "seed": cfg["seed"]},
+                                                device),
             evaluate=lambda g: self._evaluate(g, data))
         self.train_record["ape-gan"] = record
         for p in self.generator.parameters():

@@ -164,8 +164,9 @@ class SparseTransformationLayer(PurifiedDefense):
         settings = {k: v for k, v in cfg.items() if k.startswith("stl_")} | {"seed": cfg["seed"]}
         x = data.x_train[:cfg["stl_learn_images"]]
         self.dictionary, record = cached_model(
-            purifier_path("stl-dictionary", data, settings), ConvDictionary(x.shape[1], cfg["stl_atoms"], cfg["stl_size"]),
-            settings, device, train=lambda: learn_dictionary(x, cfg, device),
+            purifier_path("stl-dictionary", data, settings),
+            ConvDictionary(x.shape[1], cfg["stl_atoms"], cfg["stl_size"]), settings, device,
+            train=lambda: learn_dictionary(x, cfg, device),
             evaluate=lambda d: {"clean_relative_error": round(self._relative_error(d, data.x_test[:200]), 4)})
         self.train_record["stl"] = record
         self.step = self.dictionary.lipschitz(tuple(x.shape[1:]))
