@@ -2,3 +2,5 @@
 from . import standard, knn  # noqa: F401
 from . import regression_at  # noqa: F401  (registers `regressor-at`, OTAD Table V)
 from . import pgd_at  # noqa: F401  (registers `pgd-at`, OTAD Tables I-IV)
+from . import fgsm_at, median_filter, stl  # noqa: F401  (OTAD Tables I-III baselines)
+from . import ape_gan  # noqa: F401

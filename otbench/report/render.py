@@ -147,9 +147,10 @@ def _provenance_lines(prov: list[dict[str, Any]]) -> list[str]:
     models = {json.dumps(p["trained"], sort_keys=True) for p in prov if p["trained"]}
     for m in sorted(models):
         rec = json.loads(m)
+        rec = rec.get("classifier", rec)  # a purifier's record nests its classifier's (baselines/purification.py)
         score = f"test MSE {rec['test_mse']:.4f}" if "test_mse" in rec else \
-            f"test accuracy {100 * rec['test_accuracy']:.2f}%"
-        lines.append(f"- trained network: {score}, trained in {rec['train_seconds']} s on {rec['device']}")
+            f"test accuracy {100 * rec['test_accuracy']:.2f}%" if "test_accuracy" in rec else "no test score"
+        lines.append(f"- trained network: {score}, trained in {rec.get('train_seconds')} s on {rec.get('device')}")
     return lines
 
 
