@@ -2,3 +2,6 @@
 from . import standard, knn  # noqa: F401
 from . import regression_at  # noqa: F401  (registers `regressor-at`, OTAD Table V)
 from . import pgd_at  # noqa: F401  (registers `pgd-at`, OTAD Tables I-IV)
+from . import linf_dist  # noqa: F401  (registers `linf-dist-net`, OTAD Tables I-III)
+from . import soc  # noqa: F401  (registers `soc-plus`, OTAD Tables I-III)
+from . import diffpure  # noqa: F401  (registers `diffpure`, OTAD Tables VI-X)
