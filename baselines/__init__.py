@@ -7,3 +7,4 @@ from . import ape_gan  # noqa: F401
 from . import linf_dist  # noqa: F401  (registers `linf-dist-net`, OTAD Tables I-III)
 from . import soc  # noqa: F401  (registers `soc-plus`, OTAD Tables I-III)
 from . import diffpure  # noqa: F401  (registers `diffpure`, OTAD Tables VI-X)
+from . import rse, defense_gan  # noqa: F401  (register `rse`, `defense-gan`: OT-Classifier Figure 2, Table 2)

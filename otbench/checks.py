@@ -228,7 +228,10 @@ class UndefendedView(Defense):
     def __init__(self, parent: Defense) -> None:
         super().__init__(parent.data, {"preset": parent.config.get("preset"), "of": parent.identity},
                          parent.device)
-        self.net = parent.surrogate().eval()
+        # a defense whose surrogate contains the defense itself (defense-gan's straight-through BPDA) names
+        # its undefended network separately
+        undefended = getattr(parent, "undefended", None)
+        self.net = (undefended() if undefended is not None else parent.surrogate()).eval()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.device))

@@ -19,6 +19,7 @@ FAST = {
     "otad-exact-grad": ("otad", 3.0, {"steps": 10}),
     "ngopt-cw": ("standard", 0.2, {"budget": 60}),
     "cw-l2": ("standard", 0.2, {"steps": 50, "binary_search_steps": 2, "c": 1.0}),
+    "bpda-cw-l2": ("knn", 0.2, {"steps": 50, "binary_search_steps": 2, "c": 1.0, "lr": 0.1}),
     "autoattack": ("standard", 0.3, {}),
     "class-mean-shift": ("standard", 6.0, {"candidates": 3}),
     "dml-attack": None,      # needs a metric network: tests/test_attacks_extra.py
