@@ -130,7 +130,7 @@ def test_ot_cla_table_2_pairs_paper_values_and_marks_missing_defenses(tmp_path):
     from otbench.report.render import collect
     from otbench.store import ResultStore
 
-    spec = TABLES.get("ot-cla-table-2")()
+    spec = TABLES.get("otc-table-2")()
     cells = {(c.row.defense, c.column.label): c for c in collect(spec, ResultStore(tmp_path / "r.sqlite"), "quick")}
     assert cells[("defense-gan", "Testing accuracy")].paper == 55.0
     assert cells[("defense-gan", "Testing accuracy")].status == "not run"

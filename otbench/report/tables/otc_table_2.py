@@ -13,10 +13,10 @@ from ..spec import Column, Row, TableSpec
 CW_TABLE_2 = {"steps": 100, "binary_search_steps": 6, "c": 0.1, "lr": 0.1}
 
 
-@register_table("ot-cla-table-2")
+@register_table("otc-table-2")
 def ot_cla_table_2() -> TableSpec:
     return TableSpec(
-        name="ot-cla-table-2", title="C&W attack, L2 (RMS) distortion <= 0.005, MNIST",
+        name="otc-table-2", title="C&W attack, L2 (RMS) distortion <= 0.005, MNIST",
         paper="ot-classifier", paper_table="2", dataset="mnist",
         rows=(Row("Defense-GAN", "defense-gan", "Defense-GAN", attack="bpda-cw-l2"),
               Row("OT-CLA+Adv", "ot-cla-adv", "OT-CLA+Adv")),
