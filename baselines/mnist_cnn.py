@@ -11,7 +11,6 @@ before the first, noise_inner before the others, active in training and at test 
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from defenses.otad.model import cached_model
 from otbench.config import config_hash
 from otbench.data import Dataset
 from otbench.data.base import cache_dir
+from otbench.training import minibatch_training, steps_per_epoch
 
 # Classifier settings (train section). Adam at 1e-3 with a cosine schedule is ours: Madry et al. train
 # 100k steps of batch 50 at 1e-4, which is too long for CPU presets; 10 epochs reach ~99% clean on MNIST.
@@ -81,17 +81,11 @@ def train_cnn(net: SmallCNN, data: Dataset, cfg: dict[str, Any], device: torch.d
     net = net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     x, y = data.x_train, data.y_train
-    steps = math.ceil(len(x) / cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            loss = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    total = cfg["epochs"] * steps_per_epoch(len(x), cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
+                       lambda xb, yb: F.cross_entropy(net(xb), yb), device, f"train cnn on {data.name}",
+                       progress=False)
     return net.eval()
 
 

@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import cached_model
 from otbench.config import config_hash
@@ -42,6 +41,7 @@ from otbench.data import Dataset
 from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
+from otbench.training import minibatch_training, steps_per_epoch
 from otbench.registry import register_defense
 
 from .linf_dist import accuracy
@@ -209,27 +209,18 @@ def train_soc(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
     opt = torch.optim.SGD([{"params": filters, "weight_decay": cfg["weight_decay"]},
                            {"params": others, "weight_decay": 0.0}], lr=cfg["lr"], momentum=cfg["momentum"])
     x, y = data.x_train, data.y_train
-    steps = math.ceil(len(x) / cfg["batch_size"])
-    total = cfg["epochs"] * steps
+    total = cfg["epochs"] * steps_per_epoch(len(x), cfg["batch_size"])
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[total // 2, (3 * total) // 4], gamma=0.1)
     net.train()
-    bar = tqdm(total=total, desc=f"train soc-plus on {data.name}", disable=not progress, unit="step", leave=False)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            logits = net(xb)
-            correct = (logits.argmax(1) == yb).float()
-            cert = F.relu(net.certificates(logits, yb) * correct)  # CR counts correctly classified points only
-            loss = F.cross_entropy(logits, yb) - cfg["gamma"] * cert.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+
+    def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        logits = net(xb)
+        correct = (logits.argmax(1) == yb).float()
+        cert = F.relu(net.certificates(logits, yb) * correct)  # CR counts correctly classified points only
+        return F.cross_entropy(logits, yb) - cfg["gamma"] * cert.mean()
+
+    minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched, loss_of, device,
+                       f"train soc-plus on {data.name}", progress)
     return net.eval()
 
 

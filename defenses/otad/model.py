@@ -5,18 +5,17 @@ optimiser, epochs, seed), so every defense built on the same training config reu
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from otbench.config import config_hash
 from otbench.data import Dataset
 from otbench.data.base import cache_dir
+from otbench.training import minibatch_training, steps_per_epoch
 
 from .network import FCResNet
 
@@ -47,27 +46,18 @@ def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
     opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                           weight_decay=cfg["weight_decay"])
     x, y = data.x_train, data.y_train
-    steps_per_epoch = math.ceil(len(x) / cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps_per_epoch)
+    total = cfg["epochs"] * steps_per_epoch(len(x), cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps_per_epoch, desc=f"train fc-resnet on {data.name}",
-               disable=not progress, unit="step", leave=False)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            if perturb is not None:
-                xb = perturb(net, xb, yb)
-            logits, energy = net.forward_with_energy(xb)
-            loss = F.cross_entropy(logits, yb) + cfg["alpha"] * energy.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+
+    def loss_of(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if perturb is not None:
+            xb = perturb(net, xb, yb)
+        logits, energy = net.forward_with_energy(xb)
+        return F.cross_entropy(logits, yb) + cfg["alpha"] * energy.mean()
+
+    minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched, loss_of, device,
+                       f"train fc-resnet on {data.name}", progress)
     return net.eval()
 
 

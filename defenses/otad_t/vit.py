@@ -10,19 +10,18 @@ Patch grid on 28 x 28 inputs (MNIST, Fashion-MNIST): patch size 4 gives a 7 x 7 
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import cached_model
 from otbench.config import config_hash
 from otbench.data import Dataset
 from otbench.data.base import cache_dir
 from otbench.errors import OTBenchError
+from otbench.training import minibatch_training, steps_per_epoch
 
 # papers/otad.txt V-A: 6 blocks, 8 heads, 64 patches, 256 dims, AdamW + cosine annealing (no CLS token is
 # mentioned: the classifier pools the tokens). Epochs, learning rate, batch and weight decay are not given.
@@ -86,22 +85,11 @@ def train_vit(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
     net = TransportViT(data.input_shape, data.num_classes, cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     x, y = data.x_train, data.y_train
-    steps = math.ceil(len(x) / cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps)
+    total = cfg["epochs"] * steps_per_epoch(len(x), cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps, desc=f"train ViT on {data.name}", disable=not progress, leave=False)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            loss = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
+    minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
+                       lambda xb, yb: F.cross_entropy(net(xb), yb), device, f"train ViT on {data.name}", progress)
     return net.eval()
 
 

@@ -1,0 +1,37 @@
+"""The minibatch loop every supervised training in otbench shares: shuffled epochs from a seeded generator,
+one optimiser step (and scheduler step) per batch, a progress bar. What differs (the loss, an adversarial
+perturbation of the batch) is the caller's `loss_of(xb, yb)`. Keeping one loop keeps one shuffling order,
+so a model's cached checkpoint means the same thing whichever defense trained it."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from tqdm import tqdm
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, gen: torch.Generator,
+                       opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None,
+                       loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
+                       desc: str, progress: bool = True) -> None:
+    """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`)."""
+    steps = steps_per_epoch(len(x), batch_size)
+    bar = tqdm(total=epochs * steps, desc=desc, disable=not progress, unit="step", leave=False)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(steps):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = loss_of(x[idx].to(device), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
