@@ -18,8 +18,9 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, gen: torch.Generator,
                        opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None,
                        loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
-                       desc: str, progress: bool = True) -> None:
-    """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`)."""
+                       desc: str, progress: bool = True, on_loss: Callable[[float], None] | None = None) -> None:
+    """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`);
+    `on_loss`, if given, receives every step's loss (training curves in tests and records)."""
     steps = steps_per_epoch(len(x), batch_size)
     bar = tqdm(total=epochs * steps, desc=desc, disable=not progress, unit="step", leave=False)
     for _ in range(epochs):
@@ -32,6 +33,8 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
             opt.step()
             if sched is not None:
                 sched.step()
+            if on_loss is not None:
+                on_loss(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()

@@ -8,19 +8,18 @@ L2-normalised, so neighbours are searched by l2 distance on the unit sphere.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import cached_model
 from otbench.config import config_hash
 from otbench.data import Dataset
 from otbench.data.base import cache_dir
 from otbench.errors import OTBenchError
+from otbench.training import minibatch_training, steps_per_epoch
 
 DML_ARCHS = ("resnet3", "cnn2", "vit1", "attention", "resnet18")
 # Not given in the paper: embedding size, margin, optimiser and epochs are ours.
@@ -152,23 +151,12 @@ def train_dml(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
     net = DMLNet(data.input_shape, cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     x, y = data.x_train, data.y_train
-    steps = math.ceil(len(x) / cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps)
+    total = cfg["epochs"] * steps_per_epoch(len(x), cfg["batch_size"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps, desc=f"train DML-net {cfg['arch']}", disable=not progress, leave=False)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            loss = triplet_loss(net(x[idx].to(device)), y[idx].to(device), cfg["margin"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if history is not None:
-                history.append(loss.item())
-            bar.update()
-    bar.close()
+    minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
+                       lambda xb, yb: triplet_loss(net(xb), yb, cfg["margin"]), device,
+                       f"train DML-net {cfg['arch']}", progress, on_loss=None if history is None else history.append)
     return net.eval()
 
 

@@ -38,15 +38,22 @@ class ClassMeanShift(Attack):
     defaults = {"norm": "L2", "candidates": 3}
     any_domain = True
 
-    def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
-        data = getattr(self.defense, "data", None)
+    def __init__(self, defense, eps: float, **config) -> None:
+        super().__init__(defense, eps, **config)
+        data = getattr(defense, "data", None)  # checked here, before any sample is attacked
         if data is None:
             raise OTBenchError("class-mean-shift needs the defense's training data to compute class means")
         k = self.config["candidates"]
         if not isinstance(k, int) or not 1 <= k < data.num_classes:
             raise OTBenchError(f"class-mean-shift: candidates must be an integer from 1 to {data.num_classes - 1}, "
                                f"got {k!r}")
-        means = class_means(data.x_train, data.y_train, data.num_classes)
+        self._means: torch.Tensor | None = None
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
+        data, k = self.defense.data, self.config["candidates"]
+        if self._means is None:  # once per attack, not per chunk: a pass over the training set
+            self._means = class_means(data.x_train, data.y_train, data.num_classes)
+        means = self._means
         flat = images.flatten(1).double().cpu()
         dist = torch.cdist(flat, means)
         dist[torch.arange(len(flat)), labels.cpu()] = float("inf")  # never the sample's own class
