@@ -20,11 +20,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK, cached_model
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import progress_bar
 
 from .pgd_at import pgd_examples
 from .purification import PurifiedDefense, classifier_config, purifier_path
@@ -76,7 +76,7 @@ def train_ape_gan(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: 
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg["ape_lr"], betas=(0.5, 0.999))
     bs = cfg["ape_batch_size"]
     steps = (len(x) + bs - 1) // bs
-    bar = tqdm(total=cfg["ape_epochs"] * steps, desc="train ape-gan", disable=not progress, unit="step", leave=False)
+    bar = progress_bar(cfg["ape_epochs"] * steps, "train ape-gan", progress, unit="step")
     g.train(), d.train()
     for _ in range(cfg["ape_epochs"]):
         order = torch.randperm(len(x), generator=gen)

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import TRAIN_PAPER as CLS_PAPER
 from defenses.otad.model import TRAIN_QUICK as CLS_QUICK
@@ -41,6 +40,7 @@ from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import progress_bar
 
 SCORE_PAPER: dict[str, Any] = {"score_channels": 32, "score_epochs": 30, "score_batch_size": 128, "score_lr": 2e-4,
                                "score_t_max": 1.0, "score_train_size": None, "score_seed": 0}
@@ -111,8 +111,7 @@ def train_score(data: Dataset, cfg: dict[str, Any], sde: dict[str, Any], device:
     x_all = data.x_train * 2 - 1
     steps = math.ceil(len(x_all) / cfg["score_batch_size"])
     net.train()
-    bar = tqdm(total=cfg["score_epochs"] * steps, desc=f"train diffpure score model on {data.name}",
-               disable=not progress, unit="step", leave=False)
+    bar = progress_bar(cfg["score_epochs"] * steps, f"train diffpure score model on {data.name}", progress, unit="step")
     for _ in range(cfg["score_epochs"]):
         order, total = torch.randperm(len(x_all), generator=gen), 0.0
         for i in range(steps):

@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from defenses.otad.model import cached_model
 from otbench.config import config_hash
@@ -38,6 +37,7 @@ from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import progress_bar
 
 TRAIN_PAPER: dict[str, Any] = {
     "depth": 5, "width": 5120, "epochs": 400, "p_warm_epochs": 50, "p_end_epoch": 350, "p_start": 8.0,
@@ -149,8 +149,7 @@ def train_linf_dist(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
     x, y = data.x_train, data.y_train
     steps = math.ceil(len(x) / cfg["batch_size"])
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps, desc=f"train linf-dist-net on {data.name}", disable=not progress,
-               unit="step", leave=False)
+    bar = progress_bar(cfg["epochs"] * steps, f"train linf-dist-net on {data.name}", progress, unit="step")
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps):

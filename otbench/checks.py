@@ -77,9 +77,19 @@ def _broken(store: ResultStore, cell_id: str) -> dict[int, bool]:
     return {r.sample_id: not r.robust for r in store.rows(cell_id) if r.clean_correct}
 
 
+def _settings(cell: dict[str, Any]) -> str:
+    """The attack settings that differ from its defaults, as " (k=v, ...)": a defense often has several cells
+    of one attack and budget (e.g. Square with 500 and 2000 queries), and a flag must say which it means."""
+    cls = _attack_cls(cell["attack"])
+    defaults = cls.defaults if cls is not None else {}
+    changed = [f"{k}={v}" for k, v in sorted(cell["attack_config"].items())
+               if k not in ("norm", "chunk_size") and k in defaults and defaults[k] != v]
+    return f" ({', '.join(changed)})" if changed else ""
+
+
 def _label(cell: dict[str, Any]) -> str:
     norm = cell["attack_config"].get("norm")
-    return f"{cell['defense']}/{cell['attack']}{' ' + norm if norm else ''} eps={cell['eps']:g}"
+    return f"{cell['defense']}/{cell['attack']}{' ' + norm if norm else ''} eps={cell['eps']:g}{_settings(cell)}"
 
 
 def cell_flags(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
@@ -162,9 +172,10 @@ def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]
                 b = sum(bf[s] and not bg[s] for s in common)  # only the gradient-free attack broke it
                 c = sum(bg[s] and not bf[s] for s in common)
                 if significantly_more(b, c):
+                    other = g["attack"] + _settings(g)
                     flags.append(Flag(
                         "gradient-free-beats-gradient", "warning",
-                        f"{_label(f)} broke {b} samples that {g['attack']} did not (and {g['attack']} {c} that "
+                        f"{_label(f)} broke {b} samples that {other} did not (and {g['attack']} {c} that "
                         f"{f['attack']} did not) of {len(common)}: gradients through {g['defense']} look masked "
                         f"or obfuscated; trust the gradient-free number and try BPDA or EOT",
                         [g["cell_id"], f["cell_id"]]))

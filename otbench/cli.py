@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=_csv, default=None, help="comma-separated (default: all)")
     p.add_argument("--out", help="output folder (default: reports/<preset>)")
     p.add_argument("--preset", default="paper", help="which preset's results to report (default: paper)")
+    p.add_argument("--fallback", metavar="PRESET",
+                   help="fill a row with no result at --preset from this preset (e.g. quick), marked in the table")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--fill", action="store_true", help="first run every missing cell of the tables")
     p.add_argument("--n", type=int, default=1000, help="samples per cell when filling")
@@ -245,8 +247,14 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .report.render import render_table
     from .store import ResultStore
 
+    from .registry import DEFENSES
+
     names = args.tables or TABLES.names()
     specs = [TABLES.get(n)() for n in names]
+    known = sorted({p for n in DEFENSES.names() for p in DEFENSES.get(n).presets})
+    for option, value in (("--preset", args.preset), ("--fallback", args.fallback)):
+        if value is not None and value not in known:  # a typo would otherwise render every cell 'not run'
+            raise OTBenchError(f"unknown {option} '{value}'; valid: {', '.join(known)}")
     store = ResultStore(args.results)
     if args.fill:  # a table with its own kind of content (an AnalysisTable) fills and renders itself
         for spec in specs:
@@ -255,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.out or Path("reports") / args.preset)
     for spec in specs:
         paths = spec.render(store, out_dir, args.preset) if hasattr(spec, "render") else \
-            render_table(spec, store, out_dir, args.preset)
+            render_table(spec, store, out_dir, args.preset, args.fallback)
         written[spec.name] = [str(p) for p in paths]
         if not args.json:
             print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
@@ -294,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from .provenance import set_command
+    from .training import set_quiet
 
     set_command(argv)
+    set_quiet(getattr(args, "quiet", False))  # trainings started inside defense constructors too
     # `kill` (SIGTERM) unwinds like Ctrl-C, so the run is marked interrupted; finished chunks are stored anyway
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -11,6 +11,21 @@ import torch
 from tqdm import tqdm
 
 
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence every training bar of this process (`--quiet`): trainings start deep inside defense
+    constructors, so one switch here is simpler than threading a flag through every factory."""
+    global _QUIET
+    _QUIET = quiet
+
+
+def progress_bar(total: int, desc: str, progress: bool = True, **kwargs) -> tqdm:
+    """The bar of one training; hidden when `progress` is False or the process was made quiet."""
+    return tqdm(total=total, desc=desc, disable=_QUIET or not progress, leave=False, **kwargs)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
@@ -22,7 +37,7 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
     """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`);
     `on_loss`, if given, receives every step's loss (training curves in tests and records)."""
     steps = steps_per_epoch(len(x), batch_size)
-    bar = tqdm(total=epochs * steps, desc=desc, disable=not progress, unit="step", leave=False)
+    bar = progress_bar(epochs * steps, desc, progress, unit="step")
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps):

@@ -56,6 +56,9 @@ def test_masked_gradients_are_flagged(standard, tmp_path):
     assert by["square"].robust_accuracy < by["pgd"].robust_accuracy  # the premise: PGD is blind here
     assert {"zero-gradients", "gradient-free-beats-gradient"} <= _codes(result, "warning")
     assert {f["code"] for f in store.flags([by["pgd"].cell_id])} >= {"gradient-free-beats-gradient"}
+    # the message names the cells' non-default settings, so two Square cells of one budget stay apart
+    message = next(f.message for f in result.flags if f.code == "gradient-free-beats-gradient")
+    assert "square L2 eps=3 (n_queries=150)" in message and "pgd (steps=10)" in message
 
 
 def test_standard_model_raises_no_warning(standard, tmp_path):

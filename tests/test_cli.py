@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from otbench.cli import main
@@ -61,7 +62,16 @@ def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
     md = (out_dir / "tiny-table-3.md").read_text()
     otad_clean = 100 * first["cells"][0]["clean_accuracy"]
     assert f"| OTAD | {otad_clean:.1f} / 96.3 ({otad_clean - 96.3:+.1f})" in md
-    assert "n = 6" in md and "`otbench run --defense otad,standard" in md and "trained network: test accuracy" in md
+    assert "n = 6" in md and "`otbench run --defense otad,standard" in md and "trained network of OTAD" in md and "test accuracy" in md
+
+    # nothing at preset paper: without a fallback every row is 'not run'; with one, rows are taken and marked
+    run_json(capsys, ["report", "--tables", "tiny-table-3", "--preset", "paper", "--results", db, "--out", str(out_dir)])
+    assert "| OTAD | not run / 96.3" in (out_dir / "tiny-table-3.md").read_text()
+    run_json(capsys, ["report", "--tables", "tiny-table-3", "--preset", "paper", "--fallback", "quick",
+                      "--results", db, "--out", str(out_dir)])
+    md = (out_dir / "tiny-table-3.md").read_text()
+    assert f"| OTAD [preset quick] | {otad_clean:.1f} / 96.3" in md and "Rows marked `[preset quick]`" in md
+    assert set(pd.read_csv(out_dir / "tiny-table-3.csv")["preset"]) == {"quick"}
 
 
 def test_report_fill_runs_the_missing_cells(capsys, tmp_path, monkeypatch):
@@ -95,6 +105,8 @@ def cli(*args):
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.eot_samples=5"], "unknown attack setting"),
     (["run", "--defense", "standard", "--attack", "dml-attack"], "metric"),
     (["merge", "/nonexistent.sqlite"], "does not exist"),
+    (["report", "--preset", "papr"], "unknown --preset 'papr'; valid: paper, quick"),
+    (["report", "--fallback", "qick"], "unknown --fallback 'qick'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message, capsys):
     try:
@@ -111,3 +123,17 @@ def test_a_user_mistake_in_a_real_process_prints_no_traceback():
     res = cli("run", "--defense", "otda", "--attack", "square")
     assert res.returncode == 2 and "Did you mean 'otad'?" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_silences_training_bars_started_inside_defenses(capsys, tmp_path, monkeypatch, quiet):
+    from otbench import training
+
+    monkeypatch.setenv("OTBENCH_CACHE", str(tmp_path))  # an empty cache: the network must really be trained
+    sets = [a for k, v in TINY_TRAIN.items() for a in ("--set", f"train.{k}={json.dumps(v)}")]
+    try:
+        assert main(["train", "--defense", "standard", "--data-root", str(DATA), *sets]
+                    + (["--quiet"] if quiet else [])) == 0
+    finally:
+        training.set_quiet(False)
+    assert ("train fc-resnet" in capsys.readouterr().err) is not quiet

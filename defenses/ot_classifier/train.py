@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from defenses.otad.model import Perturb, cached_model
 from otbench.config import config_hash
 from otbench.data import Dataset
 from otbench.data.base import cache_dir
+from otbench.training import progress_bar
 
 from .networks import EncoderClassifier
 from .settings import CNN_WIDTH, resolve_n_z
@@ -55,8 +55,7 @@ def train_net(data: Dataset, cfg: dict[str, Any], device: torch.device, kind: st
     x, y = data.x_train, data.y_train
     steps = math.ceil(len(x) / cfg["batch_size"])
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps, desc=f"train {kind} on {data.name}", disable=not progress,
-               unit="step", leave=False)
+    bar = progress_bar(cfg["epochs"] * steps, f"train {kind} on {data.name}", progress, unit="step")
     for _ in range(cfg["epochs"]):
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps):

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from otbench.config import config_hash
 from otbench.data import Dataset
@@ -28,6 +27,7 @@ from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import progress_bar
 
 from .defense import OTAD, OTAD_DEFAULTS, check_cip_settings, NeighbourDefense, StepCache, _ExactOTAD
 from .model import cached_model, feature_bank
@@ -63,8 +63,7 @@ def train_regressor(data: Dataset, cfg: dict[str, Any], device: torch.device, pe
                           weight_decay=cfg["weight_decay"])
     steps_per_epoch = math.ceil(len(x) / cfg["batch_size"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps_per_epoch)
-    bar = tqdm(total=cfg["epochs"] * steps_per_epoch, desc=f"train fc-resnet regressor on {data.name}",
-               disable=not progress, unit="step", leave=False)
+    bar = progress_bar(cfg["epochs"] * steps_per_epoch, f"train fc-resnet regressor on {data.name}", progress, unit="step")
     step = 0
     for _ in range(cfg["epochs"]):
         order = torch.randperm(len(x), generator=gen)

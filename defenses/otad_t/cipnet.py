@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from otbench.training import progress_bar
 
 
 class CIPNet(nn.Module):
@@ -72,7 +72,7 @@ def train_cipnet(net: CIPNet, batch: Callable[[torch.Tensor], tuple[torch.Tensor
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps)
     alpha, scale = cfg["alpha"], net.sz.item() ** 2
     net.train()
-    bar = tqdm(total=cfg["epochs"] * steps, desc="train CIP-net", disable=not progress, leave=False)
+    bar = progress_bar(cfg["epochs"] * steps, "train CIP-net", progress)
     for _ in range(cfg["epochs"]):
         order = torch.randperm(n, generator=gen)
         for i in range(steps):

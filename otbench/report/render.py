@@ -27,6 +27,7 @@ class Cell:
     n: int
     cell_id: str | None
     status: str  # "measured", "not run", "not available"
+    preset: str = ""  # the preset the cell was found at (a row may fall back to a smaller one)
 
 
 def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> tuple[dict, dict] | None:
@@ -61,37 +62,47 @@ def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, pre
     return best
 
 
-def collect(spec: TableSpec, store: ResultStore, preset: str) -> list[Cell]:
+def row_label(cell: Cell, preset: str) -> str:
+    """The row's label, marked when the row was taken from a fallback preset."""
+    return cell.row.label + (f" [preset {cell.preset}]" if cell.preset and cell.preset != preset else "")
+
+
+def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | None = None) -> list[Cell]:
+    """Every cell of the table at `preset`. A row with no result there is taken whole from `fallback` (e.g.
+    `quick` where a paper-scale model needs a GPU), never mixed within a row; its cells carry that preset."""
     out = []
     for row in spec.rows:
-        for column in spec.columns:
-            setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
-            paper = paper_value(spec.paper, spec.paper_table, spec.paper_dataset or spec.dataset, row.paper_method,
-                                setting, column.paper_metric) if row.paper_method and setting else None
-            if row.defense not in DEFENSES:
-                out.append(Cell(row, column, None, paper, 0, None, "not available"))
-                continue
-            if column.metric == "worst":
-                out.append(_worst_cell(store, spec, row, column, preset, paper))
-                continue
-            cell = find_cell(store, spec, row, column, preset)
-            if cell is None:
-                out.append(Cell(row, column, None, paper, 0, None, "not run"))
-                continue
-            if column.metric in REGRESSION_METRICS:
-                outs = store.outputs(cell["cell_id"])
-                value = regression_metrics([o.target for o in outs], [o.clean_out for o in outs],
-                                           [o.adv_out for o in outs])[column.metric] if outs else None
-                out.append(Cell(row, column, value, paper, len(outs), cell["cell_id"], "measured"))
-                continue
-            rows = store.rows(cell["cell_id"])
-            if column.metric == "norm":
-                won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
-                value = sum(won) / len(won) if won else None
-            else:
-                value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
-            out.append(Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured"))
+        cells = [_collect_cell(spec, store, row, column, preset) for column in spec.columns]
+        if fallback and fallback != preset and not any(c.status == "measured" for c in cells):
+            smaller = [_collect_cell(spec, store, row, column, fallback) for column in spec.columns]
+            cells = smaller if any(c.status == "measured" for c in smaller) else cells
+        out += cells
     return out
+
+
+def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column, preset: str) -> Cell:
+    setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
+    paper = paper_value(spec.paper, spec.paper_table, spec.paper_dataset or spec.dataset, row.paper_method,
+                        setting, column.paper_metric) if row.paper_method and setting else None
+    if row.defense not in DEFENSES:
+        return Cell(row, column, None, paper, 0, None, "not available", preset)
+    if column.metric == "worst":
+        return _worst_cell(store, spec, row, column, preset, paper)
+    cell = find_cell(store, spec, row, column, preset)
+    if cell is None:
+        return Cell(row, column, None, paper, 0, None, "not run", preset)
+    if column.metric in REGRESSION_METRICS:
+        outs = store.outputs(cell["cell_id"])
+        value = regression_metrics([o.target for o in outs], [o.clean_out for o in outs],
+                                   [o.adv_out for o in outs])[column.metric] if outs else None
+        return Cell(row, column, value, paper, len(outs), cell["cell_id"], "measured", preset)
+    rows = store.rows(cell["cell_id"])
+    if column.metric == "norm":
+        won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
+        value = sum(won) / len(won) if won else None
+    else:
+        value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
+    return Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured", preset)
 
 
 def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
@@ -100,14 +111,14 @@ def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, p
     plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
     found = [find_cell(store, spec, plain, Column(a, a, column.eps), preset) for a in column.attacks]
     if any(f is None for f in found):
-        return Cell(row, column, None, paper, 0, None, "not run")
+        return Cell(row, column, None, paper, 0, None, "not run", preset)
     per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
     common = set.intersection(*(set(p) for p in per))
     value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
-    return Cell(row, column, value, paper, len(common), None, "measured")
+    return Cell(row, column, value, paper, len(common), None, "measured", preset)
 
 
-def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
+def provenance(cells: list[Cell], store: ResultStore, preset: str = "") -> list[dict[str, Any]]:
     """One entry per measured store cell: what made it, where, how long."""
     seen: dict[str, dict[str, Any]] = {}
     out = []
@@ -121,7 +132,7 @@ def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
         chunks = store.chunk_records(c.cell_id)
         (cell,) = store.cells(cell_id=c.cell_id)
         seen[c.cell_id] = {
-            "row": c.row.label, "column": c.column.label, "n": c.n,
+            "row": row_label(c, preset), "column": c.column.label, "n": c.n,
             "commands": sorted({r["command"] + ("" if r["status"] == "complete" else " (killed or still running)")
                                 for r in runs}),
             "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
@@ -144,14 +155,26 @@ def _provenance_lines(prov: list[dict[str, Any]]) -> list[str]:
     for (command, host, device, torch_v, ours), items in groups.items():
         cells = ", ".join(f"{p['row']} / {p['column']} (n = {p['n']}, {p['wall_seconds']} s)" for p in items)
         lines.append(f"- `{command}` on {host}, {device}; torch {torch_v}, otbench {ours}: {cells}")
-    models = {json.dumps(p["trained"], sort_keys=True) for p in prov if p["trained"]}
-    for m in sorted(models):
-        rec = json.loads(m)
-        rec = rec.get("classifier", rec)  # a purifier's record nests its classifier's (baselines/purification.py)
-        score = f"test MSE {rec['test_mse']:.4f}" if "test_mse" in rec else \
-            f"test accuracy {100 * rec['test_accuracy']:.2f}%" if "test_accuracy" in rec else "no test score"
-        lines.append(f"- trained network: {score}, trained in {rec.get('train_seconds')} s on {rec.get('device')}")
+    models: dict[str, list[str]] = {}  # one line per trained network, naming the rows that used it
+    for p in prov:
+        if p["trained"]:
+            rows = models.setdefault(json.dumps(p["trained"], sort_keys=True), [])
+            rows += [] if p["row"] in rows else [p["row"]]
+    for m, rows in sorted(models.items(), key=lambda item: item[1]):
+        lines.append(f"- trained network of {', '.join(rows)}: {_record_text(json.loads(m))}")
     return lines
+
+
+def _record_text(rec: dict[str, Any]) -> str:
+    """A training record as text; a purifier's record nests its parts (baselines/purification.py)."""
+    if all(isinstance(v, dict) for v in rec.values()):
+        return "; ".join(f"{part}: {_record_text(sub)}" for part, sub in rec.items())
+    score = f"test MSE {rec['test_mse']:.4f}" if "test_mse" in rec else \
+        f"test accuracy {100 * rec['test_accuracy']:.2f}%" if "test_accuracy" in rec else ""
+    extra = ", ".join(f"{k} {v}" for k, v in sorted(rec.items())
+                      if k not in ("test_mse", "test_accuracy", "train_seconds", "device"))
+    what = ", ".join(t for t in (score, extra) if t) or "no test score"
+    return f"{what}, trained in {rec.get('train_seconds')} s on {rec.get('device')}"
 
 
 def _regression(column: Column) -> bool:
@@ -181,29 +204,30 @@ def frame(cells: list[Cell]) -> pd.DataFrame:
                         "measured": None if c.measured is None else round(c.measured, digits),
                         "paper": c.paper,
                         "gap": None if c.measured is None or c.paper is None else round(c.measured - c.paper, digits),
-                        "n": c.n, "status": c.status, "cell_id": c.cell_id})
+                        "n": c.n, "status": c.status, "preset": c.preset, "cell_id": c.cell_id})
     return pd.DataFrame.from_records(records)
 
 
-def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str) -> list[Path]:
-    cells = collect(spec, store, preset)
+def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str,
+                 fallback: str | None = None) -> list[Path]:
+    cells = collect(spec, store, preset, fallback)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = frame(cells)
     paths = [out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md", out_dir / f"{spec.name}.tex"]
     df.to_csv(paths[0], index=False)
-    prov = provenance(cells, store)
+    prov = provenance(cells, store, preset)
     paths[1].write_text(markdown(spec, cells, prov, preset, table_flags(cells, store)))
-    paths[2].write_text(latex(spec, cells))
+    paths[2].write_text(latex(spec, cells, preset))
     if spec.figure and any(c.measured is not None for c in cells):
-        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png"))
+        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png", preset))
     return paths
 
 
-def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
+def _grid(spec: TableSpec, cells: list[Cell], preset: str = "") -> list[list[str]]:
     by = {(c.row.label, c.column.label): c for c in cells}
     grid = []
     for row in spec.rows:
-        line = [row.label]
+        line = [row_label(by[(row.label, spec.columns[0].label)], preset)]
         row_n = max(by[(row.label, col.label)].n for col in spec.columns)
         for col in spec.columns:
             c = by[(row.label, col.label)]
@@ -255,8 +279,13 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
              " `n/a`: defense not yet registered in otbench; `not run`: no matching result in the store.", ""]
     if spec.note:
         lines += [spec.note, ""]
+    fallen = sorted({c.preset for c in cells if c.preset and c.preset != preset and c.status == "measured"})
+    if fallen:
+        lines += [f"Rows marked `[preset {', '.join(fallen)}]` have no result at preset `{preset}` (most need a GPU "
+                  "to train at that scale) and were measured at the reduced-scale preset instead: their gap to the "
+                  "paper measures that smaller model, not the method.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells)]
+    lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells, preset)]
     lines += ["", "## Diagnostics", ""]
     lines += _flag_lines(flags)
     lines += ["", "## How these numbers were made", ""]
@@ -266,17 +295,17 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
     return "\n".join(lines) + "\n"
 
 
-def latex(spec: TableSpec, cells: list[Cell]) -> str:
+def latex(spec: TableSpec, cells: list[Cell], preset: str = "") -> str:
     cols = "l" + "c" * (len(spec.columns) + 1)
     body = [" & ".join(["Method"] + [c.label for c in spec.columns] + ["$n$"]) + r" \\ \hline"]
-    for r in _grid(spec, cells):
+    for r in _grid(spec, cells, preset):
         body.append(" & ".join(x.replace("_", r"\_") for x in r) + r" \\")
     return "\n".join([r"% generated by otbench report; cells are measured / paper (gap)",
                       r"\begin{table}[t]", r"\centering", rf"\caption{{{spec.title}}}", rf"\begin{{tabular}}{{{cols}}}",
                       *body, r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
-def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
+def figure(spec: TableSpec, cells: list[Cell], path: Path, preset: str = "") -> Path:
     """Accuracy vs eps per method (clean accuracy plotted at eps = 0), measured solid, paper dashed."""
     import matplotlib
 
@@ -292,7 +321,7 @@ def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
             pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
                          for c in mine if getattr(c, key) is not None and c.column.metric in ("clean", "robust"))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row.label + suffix,
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row_label(mine[0], preset) + suffix,
                         alpha=1.0 if key == "measured" else 0.6)
     ax.set_xlabel(spec.x_label)
     ax.set_ylabel("accuracy (%)")
