@@ -162,6 +162,9 @@ def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]
         if cls is None or not cls.bounded or cell["eps"] == 0 or cls.needs == "nothing":
             continue
         by_budget.setdefault((cell["eps"], cell["attack_config"].get("norm")), []).append(cell)
+    # several stored cells can share a label (the same attack run again with another chunk size or n): one
+    # verdict per pair of labels, from the pair of cells with the most samples in common
+    best: dict[tuple[str, str], tuple[int, Flag | None]] = {}
     for group in by_budget.values():
         grad = [c for c in group if _attack_cls(c["attack"]).needs in GRADIENT_LIKE]
         free = [c for c in group if _attack_cls(c["attack"]).needs in ("scores", "labels")]
@@ -169,17 +172,22 @@ def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]
             for f in free:
                 bg, bf = _broken(store, g["cell_id"]), _broken(store, f["cell_id"])
                 common = bg.keys() & bf.keys()
+                key = (_label(g), _label(f))
+                if key in best and best[key][0] >= len(common):
+                    continue
                 b = sum(bf[s] and not bg[s] for s in common)  # only the gradient-free attack broke it
                 c = sum(bg[s] and not bf[s] for s in common)
+                flag = None
                 if significantly_more(b, c):
                     other = g["attack"] + _settings(g)
-                    flags.append(Flag(
+                    flag = Flag(
                         "gradient-free-beats-gradient", "warning",
                         f"{_label(f)} broke {b} samples that {other} did not (and {g['attack']} {c} that "
                         f"{f['attack']} did not) of {len(common)}: gradients through {g['defense']} look masked "
                         f"or obfuscated; trust the gradient-free number and try BPDA or EOT",
-                        [g["cell_id"], f["cell_id"]]))
-    return flags
+                        [g["cell_id"], f["cell_id"]])
+                best[key] = (len(common), flag)
+    return [flag for _, flag in best.values() if flag is not None]
 
 
 

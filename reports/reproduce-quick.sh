@@ -9,11 +9,11 @@ BASE=otad,standard,pgd-at,fgsm-at,median-filter,stl,ape-gan,linf-dist-net,soc-pl
 otbench run --defense "$BASE" --attack bpda-pgd --eps 2,2.5,3 $Q
 otbench run --defense "$BASE" --attack square --eps 2,3 $Q
 # Table I (NGOpt: 850 defense calls per sample and sigma): n = 50; the slow forward passes of STL (200 FISTA
-# iterations) and SOC+ take n = 20, in chunks of 10 (the chunk size is part of a cell's identity: NGOpt's
+# iterations) and SOC+ run in chunks of 10 (the chunk size is part of a cell's identity: NGOpt's
 # per-sample random streams are indexed within the chunk)
 otbench run --defense standard,otad,pgd-at,fgsm-at,median-filter,ape-gan,linf-dist-net --attack ngopt-cw \
   --eps 0.1,0.15,0.2 --dataset mnist --preset quick --n 50 --quiet
-otbench run --defense stl,soc-plus --attack ngopt-cw --eps 0.1,0.15,0.2 --dataset mnist --preset quick --n 20 \
+otbench run --defense stl,soc-plus --attack ngopt-cw --eps 0.1,0.15,0.2 --dataset mnist --preset quick --n 50 \
   --chunk 10 --quiet
 # The OT-Classifier: Table 1, Figures 2-6, Table 3 (l-inf PGD, 40 steps, on the paper's eps grid)
 GRID=0,0.025,0.05,0.075,0.1,0.125,0.15,0.175,0.2,0.225,0.25,0.275,0.3,0.325,0.35,0.375,0.4

@@ -60,6 +60,13 @@ def test_masked_gradients_are_flagged(standard, tmp_path):
     message = next(f.message for f in result.flags if f.code == "gradient-free-beats-gradient")
     assert "square L2 eps=3 (n_queries=150)" in message and "pgd (steps=10)" in message
 
+    # the same Square again on a smaller subset in other chunks: one verdict per pair of labels, from the
+    # pair of cells with the most samples in common
+    run_suite(Masked(standard), {"square": [3.0]}, _subset(standard.data, 10), store, {"norm": "L2", "n_queries": 150},
+              chunk_size=5, progress=False, checks=False)
+    again = [f for f in checks.cell_flags(store, store.cells()) if f.code == "gradient-free-beats-gradient"]
+    assert len(again) == 1 and again[0].message == message
+
 
 def test_standard_model_raises_no_warning(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")

@@ -1,4 +1,5 @@
 import pytest
+from support import TINY_TRAIN
 
 from otbench.attacks.pgd import PGD
 from otbench.data import eval_subset
@@ -74,6 +75,17 @@ def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
     worst = worst_case(store, [a.cell_id, b.cell_id], subset.ids)
     assert worst == {"n": 12, "robust_accuracy": expected}
     assert worst["robust_accuracy"] <= min(a.robust_accuracy, b.robust_accuracy)
+
+    # a report table's `worst` column finds the same cells (each attack with its own settings) and agrees
+    from otbench.report.render import collect
+    from otbench.report.spec import Column, Row, TableSpec
+
+    worst_col = Column("worst", "worst", 1.0, "worst", attacks=("pgd", "square"),
+                       attack_overrides={"pgd": {"norm": "L2", "steps": 3}, "square": {"n_queries": 20}})
+    spec = TableSpec("t", "t", "otad", "II/III", "mnist", (Row("net", "standard", None, {"train": dict(TINY_TRAIN)}),),
+                     (worst_col,))
+    (cell,) = collect(spec, store, "quick")
+    assert cell.status == "measured" and cell.n == 12 and cell.measured == pytest.approx(100 * expected)
 
 
 def test_merge_copies_missing_cells_once(tmp_path):

@@ -109,7 +109,8 @@ def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, p
                 paper: float | None) -> Cell:
     """Robust only if robust under every attack of the column: the per-sample worst case."""
     plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
-    found = [find_cell(store, spec, plain, Column(a, a, column.eps), preset) for a in column.attacks]
+    found = [find_cell(store, spec, plain, Column(a, a, column.eps, attack_overrides=column.attack_overrides.get(a, {})),
+                       preset) for a in column.attacks]
     if any(f is None for f in found):
         return Cell(row, column, None, paper, 0, None, "not run", preset)
     per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]

@@ -21,7 +21,8 @@ class Column:
     attack: str
     eps: float
     # "robust" or "clean" accuracy of the cell; "norm": mean perturbation norm of its successful attacks;
-    # "worst": robust accuracy under the worst case per sample over `attacks` (each at this eps);
+    # "worst": robust accuracy under the worst case per sample over `attacks` (each at this eps, with the
+    # settings attack_overrides[attack]);
     # regression cells: "mse" (perturbed), "clean_mse", "e", "smape" (otbench.metrics)
     metric: str = "robust"
     paper_setting: str | None = None
