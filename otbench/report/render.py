@@ -313,23 +313,24 @@ def figure(spec: TableSpec, cells: list[Cell], path: Path, preset: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     measured_rows = [r for r in spec.rows if any(c.measured is not None for c in cells if c.row.label == r.label)]
     for i, row in enumerate(measured_rows):
         mine = [c for c in cells if c.row.label == row.label]
         color = f"C{i % 10}"
-        for key, style, suffix in (("measured", "-o", ""), ("paper", "--x", " (paper)")):
+        # the measured line carries the row's preset mark; the paper's line is the paper's, whatever we ran
+        for key, style, label in (("measured", "-o", row_label(mine[0], preset)), ("paper", "--x", f"{row.label} (paper)")):
             pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
                          for c in mine if getattr(c, key) is not None and c.column.metric in ("clean", "robust"))
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=row_label(mine[0], preset) + suffix,
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label,
                         alpha=1.0 if key == "measured" else 0.6)
     ax.set_xlabel(spec.x_label)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{spec.paper.upper()} Table {spec.paper_table}: {spec.dataset}")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper right", ncol=2)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over a line
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
