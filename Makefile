@@ -6,6 +6,8 @@ export OTBENCH_DATA ?= $(abspath ../shared/data)
 PRESET ?= quick
 N ?= 20
 EPS ?= 2,3
+# Your own run's tables: a folder of their own, so `make run` never overwrites the committed record in reports/
+OUT ?= otbench-report
 
 .PHONY: install run test bench report
 
@@ -20,7 +22,7 @@ install: .otbench-installed
 
 run: install
 	$(PYTHON) -m otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
-	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3
+	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3 --out $(OUT)/$(PRESET)
 
 test: install
 	$(PYTHON) -m pytest -q tests
