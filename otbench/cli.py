@@ -262,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     written = {}
     out_dir = Path(args.out or Path("reports") / args.preset)
     for spec in specs:
-        paths = spec.render(store, out_dir, args.preset) if hasattr(spec, "render") else \
+        paths = spec.render(store, out_dir, args.preset, args.fallback) if hasattr(spec, "render") else \
             render_table(spec, store, out_dir, args.preset, args.fallback)
         written[spec.name] = [str(p) for p in paths]
         if not args.json:

@@ -50,10 +50,10 @@ class OTCTable(TableSpec):
                 raise
             print(f"{self.name}: skipped, {exc}", file=sys.stderr)
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
         from ..render import render_table
 
-        return render_table(self, store, Path(out_dir), preset)
+        return render_table(self, store, Path(out_dir), preset, fallback)
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ class CurveFigure(OTCTable):
 
     figure_title: str = ""
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
         from ..render import collect, render_table
 
-        paths = render_table(self, store, Path(out_dir), preset)
-        cells = collect(self, store, preset)
+        paths = render_table(self, store, Path(out_dir), preset, fallback)
+        cells = collect(self, store, preset, fallback)
         if any(c.measured is not None for c in cells):
             paths.append(curve_png(self, cells, preset, Path(out_dir) / f"{self.name}.png"))
         return paths
@@ -79,6 +79,8 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..render import row_label
+
     fig, ax = plt.subplots(figsize=(9.0, 4.6))
     ns = sorted({c.n for c in cells if c.status == "measured"})
     for i, row in enumerate(spec.rows):
@@ -87,7 +89,7 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
         pts = sorted((c.column.eps, c.measured) for c in mine if c.measured is not None)
         paper = sorted((c.column.eps, c.paper) for c in mine if c.paper is not None)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, color=color, label=row.label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, color=color, label=row_label(mine[0], preset))
         elif row.defense not in DEFENSES:
             ax.plot([], [], " ", label=f"{row.label}: not available (`{row.defense}` not registered)")
         else:
@@ -101,8 +103,9 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}" if ns else ""
+    shown = sorted({c.preset for c in cells if c.status == "measured"}) or [preset]  # a fallback row's too
     ax.set_title(f"{spec.figure_title or spec.title}\n{DATA_NAMES.get(spec.dataset, spec.dataset)}, preset "
-                 f"`{preset}`, {n_text}", fontsize=9)
+                 f"{' + '.join(f'`{p}`' for p in shown)}, {n_text}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -227,7 +230,8 @@ class IntrinsicTable(TableSpec):
                                           self.mle["estimator"])
             save_analysis(store, ident, ids, {"dimension": [dim]}, time.time() - start, "cpu")
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
+        # `fallback` is unused: these results are analyses of one preset's models, not rows of cells
         import pandas as pd
 
         from defenses.ot_classifier.settings import EMBEDDING_DIM
@@ -352,7 +356,8 @@ class EmbeddingFigure(TableSpec):
                 out[label] = best
         return out
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
+        # `fallback` is unused: these results are analyses of one preset's models, not rows of cells
         import matplotlib
 
         matplotlib.use("Agg")

@@ -75,7 +75,8 @@ class AnalysisTable(TableSpec):
     paper_extra_source: str = ""
     figure_x: dict[str, float] = field(default_factory=dict)  # row label -> x of the figure (Fig. 2: L - l)
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
+        # `fallback` is unused: these results are analyses of one preset's models, not rows of cells
         return render_analysis(self, store, Path(out_dir), preset)
 
     def fill(self, store, args: argparse.Namespace) -> None:

@@ -192,7 +192,8 @@ class TimingTable(TableSpec):
         if not getattr(args, "quiet", False):
             print(f"{self.name}: inference times on {n} samples in {time.time() - start:.0f} s", file=sys.stderr)
 
-    def render(self, store, out_dir: Path, preset: str) -> list[Path]:
+    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
+        # `fallback` is unused: these results are analyses of one preset's models, not rows of cells
         return render_timing(self, store, Path(out_dir), preset)
 
 
