@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK, cached_model
+from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import progress_bar
+from otbench.training import cached_model, progress_bar
 
 from .pgd_at import pgd_examples
 from .purification import PurifiedDefense, classifier_config, purifier_path

@@ -24,13 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import cached_model, checkpoint_path
 
 from .mnist_cnn import CNN_PAPER, CNN_QUICK, load_or_train_cnn
 
@@ -148,8 +146,7 @@ def load_or_train_gan(data: Dataset, cfg: dict[str, Any], device: torch.device) 
     if cfg["gan_arch"] not in GAN_ARCHS:
         raise OTBenchError(f"defense-gan: unknown gan_arch '{cfg['gan_arch']}'; valid: {', '.join(GAN_ARCHS)}")
     data = data.take_train(cfg["gan_train_size"])
-    key = config_hash({"model": "wgan-gp", "dataset": data.name, "train": cfg})
-    path = cache_dir() / "models" / f"wgan-gp-{data.name}-{key}.pt"
+    path = checkpoint_path("wgan-gp", data.name, train=cfg)
 
     def train() -> _GAN:
         pair = _GAN(cfg)

@@ -33,14 +33,12 @@ from torch import nn
 
 from defenses.otad.model import TRAIN_PAPER as CLS_PAPER
 from defenses.otad.model import TRAIN_QUICK as CLS_QUICK
-from defenses.otad.model import cached_model, load_or_train
-from otbench.config import config_hash
+from defenses.otad.model import load_or_train
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import progress_bar
+from otbench.training import cached_model, checkpoint_path, progress_bar
 
 SCORE_PAPER: dict[str, Any] = {"score_channels": 32, "score_epochs": 30, "score_batch_size": 128, "score_lr": 2e-4,
                                "score_t_max": 1.0, "score_train_size": None, "score_seed": 0}
@@ -190,10 +188,9 @@ class DiffPure(Defense):
         self.classifier, cls_record = load_or_train(data, cls_cfg, device)
         sde = {k: self.purify_cfg[k] for k in ("beta_min", "beta_max")}  # the SDE the score is trained for
         sdata = data.take_train(score_cfg["score_train_size"])
-        key = config_hash({"model": "diffpure-score", "dataset": data.name, "train": score_cfg, "sde": sde})
         history: list[float] = []
         self.score, score_record = cached_model(
-            cache_dir() / "models" / f"diffpure-score-{data.name}-{key}.pt",
+            checkpoint_path("diffpure-score", data.name, train=score_cfg, sde=sde),
             SmallUNet(data.input_shape[0], score_cfg["score_channels"]), score_cfg, device,
             train=lambda: train_score(sdata, score_cfg, sde, device, history),
             evaluate=lambda net: {"dsm_loss_per_epoch": [round(v, 5) for v in history]})

@@ -30,14 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import progress_bar
+from otbench.training import cached_model, checkpoint_path, progress_bar, test_accuracy
 
 TRAIN_PAPER: dict[str, Any] = {
     "depth": 5, "width": 5120, "epochs": 400, "p_warm_epochs": 50, "p_end_epoch": 350, "p_start": 8.0,
@@ -171,15 +168,6 @@ def train_linf_dist(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
     return net.eval()
 
 
-@torch.no_grad()
-def accuracy(net: nn.Module, data: Dataset, device: torch.device, n: int | None = None) -> float:
-    """Accuracy on the first n test points (all by default)."""
-    net.eval()
-    n = len(data.x_test) if n is None else min(n, len(data.x_test))
-    return sum((net(data.x_test[i:min(i + 1000, n)].to(device)).argmax(1).cpu() == data.y_test[i:min(i + 1000, n)])
-               .sum().item() for i in range(0, n, 1000)) / n
-
-
 def margin_radius(logits: torch.Tensor) -> torch.Tensor:
     """Half the gap between the top two scores: the certified radius of a network whose every score is
     1-Lipschitz (in l-inf here; in l2 for soc-plus's features before its head, see there)."""
@@ -199,12 +187,11 @@ class LinfDistNetDefense(Defense):
         cfg = config["train"]
         check_config(cfg)
         data = data.take_train(cfg["train_size"])
-        key = config_hash({"model": "linf-dist-net", "dataset": data.name, "train": cfg})
         self.net, self.train_record = cached_model(
-            cache_dir() / "models" / f"linf-dist-net-{data.name}-{key}.pt",
+            checkpoint_path("linf-dist-net", data.name, train=cfg),
             LinfDistNet(data.input_dim, data.num_classes, cfg["depth"], cfg["width"]), cfg, device,
             train=lambda: train_linf_dist(data, cfg, device),
-            evaluate=lambda net: {"test_accuracy": accuracy(net, data, device)})
+            evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.device))

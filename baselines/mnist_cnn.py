@@ -17,11 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
-from otbench.training import minibatch_training, steps_per_epoch
+from otbench.training import cached_model, checkpoint_path, minibatch_training, steps_per_epoch, test_accuracy
 
 # Classifier settings (train section). Adam at 1e-3 with a cosine schedule is ours: Madry et al. train
 # 100k steps of batch 50 at 1e-4, which is too long for CPU presets; 10 epochs reach ~99% clean on MNIST.
@@ -89,20 +86,12 @@ def train_cnn(net: SmallCNN, data: Dataset, cfg: dict[str, Any], device: torch.d
     return net.eval()
 
 
-@torch.no_grad()
-def cnn_accuracy(net: nn.Module, data: Dataset, device: torch.device) -> float:
-    correct = sum((net(data.x_test[i:i + 2000].to(device)).argmax(1).cpu() == data.y_test[i:i + 2000]).sum().item()
-                  for i in range(0, len(data.x_test), 2000))
-    return correct / len(data.x_test)
-
-
 def load_or_train_cnn(data: Dataset, cfg: dict[str, Any], device: torch.device,
                       noise: tuple[float, float] = (0.0, 0.0)) -> tuple[SmallCNN, dict[str, Any]]:
     """The trained CNN for `cfg` (and noise stds), cached by config hash; with its training record."""
     cfg = cnn_settings(cfg)
     data = data.take_train(cfg["train_size"])
-    key = config_hash({"model": "small-cnn", "dataset": data.name, "train": cfg, "noise": list(noise)})
-    path = cache_dir() / "models" / f"small-cnn-{data.name}-{key}.pt"
+    path = checkpoint_path("small-cnn", data.name, train=cfg, noise=list(noise))
     return cached_model(path, build_cnn(data, cfg, noise), {**cfg, "noise": list(noise)}, device,
                         train=lambda: train_cnn(build_cnn(data, cfg, noise), data, cfg, device),
-                        evaluate=lambda net: {"test_accuracy": cnn_accuracy(net, data, device)})
+                        evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})

@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from defenses.otad.model import TRAIN_PAPER, load_or_train
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
+from otbench.training import checkpoint_path
 
 CLASSIFIER_KEYS = tuple(TRAIN_PAPER)  # the train settings that name the classifier's checkpoint
 
@@ -29,8 +28,7 @@ def classifier_config(train: dict[str, Any]) -> dict[str, Any]:
 
 def purifier_path(kind: str, data: Dataset, settings: dict[str, Any]) -> Any:
     """Checkpoint path of a learned purifier, named by a hash of everything that determines it."""
-    key = config_hash({"model": kind, "dataset": data.name, "train": settings})
-    return cache_dir() / "models" / f"{kind}-{data.name}-{key}.pt"
+    return checkpoint_path(kind, data.name, train=settings)
 
 
 class PurifiedDefense(Defense):

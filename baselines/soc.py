@@ -35,16 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
-from otbench.training import minibatch_training, steps_per_epoch
+from otbench.training import cached_model, checkpoint_path, minibatch_training, steps_per_epoch, test_accuracy
 from otbench.registry import register_defense
 
-from .linf_dist import accuracy
 
 TRAIN_PAPER: dict[str, Any] = {
     "num_layers": 15, "init_channels": 32, "train_terms": 6, "eval_terms": 15, "gamma": 0.5, "epochs": 200,
@@ -238,13 +234,12 @@ class SOCPlus(Defense):
             raise OTBenchError(f"soc-plus: images of 28 x 28 or 32 x 32 pixels expected, dataset '{data.name}' has "
                                f"input shape {list(data.input_shape)}")
         data = data.take_train(cfg["train_size"])
-        key = config_hash({"model": "soc-plus", "dataset": data.name, "train": cfg})
         self.net, self.train_record = cached_model(
-            cache_dir() / "models" / f"soc-plus-{data.name}-{key}.pt",
+            checkpoint_path("soc-plus", data.name, train=cfg),
             LipConvNet(cfg["num_layers"], cfg["init_channels"], data.num_classes, data.input_shape[0],
                        cfg["train_terms"], cfg["eval_terms"]), cfg, device,
             train=lambda: train_soc(data, cfg, device),
-            evaluate=lambda net: {"test_accuracy": accuracy(net, data, device, RECORD_TEST_N),
+            evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device, RECORD_TEST_N),
                                   "test_accuracy_n": RECORD_TEST_N or len(data.x_test)})
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

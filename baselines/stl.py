@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK, cached_model
+from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
+from otbench.training import cached_model
 
 from .median_filter import _symmetric_index
 from .purification import PurifiedDefense, purifier_path

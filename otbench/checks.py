@@ -155,7 +155,6 @@ def _monotone(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
 
 
 def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
-    flags = []
     by_budget: dict[tuple, list[dict[str, Any]]] = {}
     for cell in cells:
         cls = _attack_cls(cell["attack"])
@@ -188,9 +187,6 @@ def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]
                         [g["cell_id"], f["cell_id"]])
                 best[key] = (len(common), flag)
     return [flag for _, flag in best.values() if flag is not None]
-
-
-
 
 
 # -- checks that query the defense ---------------------------------------------------------------------

@@ -1,14 +1,21 @@
 """The minibatch loop every supervised training in otbench shares: shuffled epochs from a seeded generator,
 one optimiser step (and scheduler step) per batch, a progress bar. What differs (the loss, an adversarial
 perturbation of the batch) is the caller's `loss_of(xb, yb)`. Keeping one loop keeps one shuffling order,
-so a model's cached checkpoint means the same thing whichever defense trained it."""
+so a model's cached checkpoint means the same thing whichever defense trained it. The checkpoint cache
+(`checkpoint_path`, `cached_model`) and the test accuracy every checkpoint records live here too."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from .config import config_hash
+from .data.base import cache_dir
 
 
 _QUIET = False
@@ -53,3 +60,39 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
+
+
+@torch.no_grad()
+def test_accuracy(net: torch.nn.Module, data, device: torch.device, n: int | None = None, batch: int = 1000) -> float:
+    """Accuracy of `net` (put in eval mode) on the first n test points of `data` (all by default): the figure
+    every trained classifier's checkpoint record carries."""
+    net.eval()
+    n = len(data.x_test) if n is None else min(n, len(data.x_test))
+    correct = sum((net(data.x_test[i:min(i + batch, n)].to(device)).argmax(1).cpu() == data.y_test[i:min(i + batch, n)])
+                  .sum().item() for i in range(0, n, batch))
+    return correct / n
+
+
+def checkpoint_path(stem: str, dataset: str, model: str | None = None, **identity: Any) -> Path:
+    """Where a trained model is cached: `<cache>/models/<stem>-<dataset>-<hash>.pt`, the hash taken over
+    {"model": model (default: stem), "dataset": dataset, **identity}, i.e. everything that determines it."""
+    key = config_hash({"model": model or stem, "dataset": dataset, **identity})
+    return cache_dir() / "models" / f"{stem}-{dataset}-{key}.pt"
+
+
+def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
+                 train: Callable[[], torch.nn.Module],
+                 evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["state_dict"])
+        return net.to(device).eval(), saved["record"]
+    start = time.time()
+    net = train()
+    record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **evaluate(net)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
+    torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
+    tmp.replace(path)
+    return net.eval(), record

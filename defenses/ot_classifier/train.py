@@ -17,11 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from defenses.otad.model import Perturb, cached_model
-from otbench.config import config_hash
+from defenses.otad.model import Perturb
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
-from otbench.training import progress_bar
+from otbench.training import cached_model, checkpoint_path, progress_bar, test_accuracy
 
 from .networks import EncoderClassifier
 from .settings import CNN_WIDTH, resolve_n_z
@@ -86,8 +84,7 @@ def train_net(data: Dataset, cfg: dict[str, Any], device: torch.device, kind: st
 
 
 def model_path(data: Dataset, cfg: dict[str, Any], kind: str) -> Path:
-    key = config_hash({"model": kind, "dataset": data.name, "train": cfg})
-    return cache_dir() / "models" / f"{kind}-{data.name}-{key}.pt"
+    return checkpoint_path(kind, data.name, train=cfg)
 
 
 def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device, kind: str,
@@ -97,11 +94,3 @@ def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device, kind
     return cached_model(model_path(data, cfg, kind), build_net(data, cfg, kind), cfg, device,
                         train=lambda: train_net(data, cfg, device, kind, perturb, progress),
                         evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})
-
-
-@torch.no_grad()
-def test_accuracy(net: EncoderClassifier, data: Dataset, device: torch.device, batch: int = 1000) -> float:
-    net.eval()
-    correct = sum((net(data.x_test[i:i + batch].to(device)).argmax(1).cpu() == data.y_test[i:i + batch]).sum().item()
-                  for i in range(0, len(data.x_test), batch))
-    return correct / len(data.x_test)

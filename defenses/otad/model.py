@@ -5,17 +5,14 @@ optimiser, epochs, seed), so every defense built on the same training config reu
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
-from otbench.training import minibatch_training, steps_per_epoch
+from otbench.training import cached_model, checkpoint_path, minibatch_training, steps_per_epoch, test_accuracy
 
 from .network import FCResNet
 
@@ -62,8 +59,7 @@ def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
 
 
 def model_path(data: Dataset, cfg: dict[str, Any]) -> Path:
-    key = config_hash({"model": "fc-resnet", "dataset": data.name, "train": cfg})
-    return cache_dir() / "models" / f"fc-resnet-{data.name}-{key}.pt"
+    return checkpoint_path("fc-resnet", data.name, train=cfg)
 
 
 def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device,
@@ -75,31 +71,6 @@ def load_or_train(data: Dataset, cfg: dict[str, Any], device: torch.device,
         device, train=lambda: train_fc_resnet(data, cfg, device, progress, perturb),
         evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})
 
-
-def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
-                 train: Callable[[], torch.nn.Module],
-                 evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-    """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["state_dict"])
-        return net.to(device).eval(), saved["record"]
-    start = time.time()
-    net = train()
-    record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **evaluate(net)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
-    torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
-    tmp.replace(path)
-    return net.eval(), record
-
-
-@torch.no_grad()
-def test_accuracy(net: FCResNet, data: Dataset, device: torch.device) -> float:
-    net.eval()
-    correct = sum((net(data.x_test[i:i + 2000].to(device)).argmax(1).cpu() == data.y_test[i:i + 2000]).sum().item()
-                  for i in range(0, len(data.x_test), 2000))
-    return correct / len(data.x_test)
 
 
 @torch.no_grad()

@@ -21,16 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import progress_bar
+from otbench.training import cached_model, checkpoint_path, progress_bar
 
 from .defense import OTAD, OTAD_DEFAULTS, check_cip_settings, NeighbourDefense, StepCache, _ExactOTAD
-from .model import cached_model, feature_bank
+from .model import feature_bank
 from .neighbours import ExactKNN
 from .network import FCResNet
 
@@ -96,8 +94,7 @@ def test_mse(net: nn.Module, data: Dataset, device: torch.device) -> float:
 
 
 def regressor_path(data: Dataset, cfg: dict[str, Any]) -> Path:
-    key = config_hash({"model": "fc-resnet-regressor", "dataset": data.name, "train": cfg})
-    return cache_dir() / "models" / f"fc-resnet-regressor-{data.name}-{key}.pt"
+    return checkpoint_path("fc-resnet-regressor", data.name, train=cfg)
 
 
 def load_or_train_regressor(data: Dataset, cfg: dict[str, Any], device: torch.device,

@@ -14,12 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.errors import OTBenchError
-from otbench.training import minibatch_training, steps_per_epoch
+from otbench.training import cached_model, checkpoint_path, minibatch_training, steps_per_epoch
 
 DML_ARCHS = ("resnet3", "cnn2", "vit1", "attention", "resnet18")
 # Not given in the paper: embedding size, margin, optimiser and epochs are ours.
@@ -179,7 +176,6 @@ def load_or_train_dml(data: Dataset, cfg: dict[str, Any], device: torch.device, 
                       history: list[float] | None = None) -> tuple[DMLNet, dict[str, Any]]:
     """The cached DML-net for cfg, else trained (`history` then receives its losses) and cached."""
     data = data.take_train(cfg["train_size"])
-    key = config_hash({"model": "dml-net", "dataset": data.name, "train": cfg})
-    return cached_model(cache_dir() / "models" / f"dml-{cfg['arch']}-{data.name}-{key}.pt", DMLNet(data.input_shape, cfg),
+    return cached_model(checkpoint_path(f"dml-{cfg['arch']}", data.name, model="dml-net", train=cfg), DMLNet(data.input_shape, cfg),
                         cfg, device, train=lambda: train_dml(data, cfg, device, progress, history),
                         evaluate=lambda net: {"knn_accuracy": knn_accuracy(net, data, device)})

@@ -15,10 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
-from otbench.data.base import cache_dir
 from otbench.registry import register_defense
+from otbench.training import cached_model, checkpoint_path
 
 from .cipnet import CIPNet, relative_error, set_scales, train_cipnet
 from .defense import OTADTBase
@@ -77,10 +75,9 @@ class OTADTNNBase(OTADTBase):
     def _load_or_train_cipnet(self) -> tuple[CIPNet, dict[str, Any]]:
         train = self.config["train"]
         cfg = cipnet_config(train)
-        key = {"model": "cip-net", "dataset": self.data.name, "vit": vit_config(train), "cipnet": cfg,
-               "dml": dml_config(train) if self.uses_dml else None,
-               "cip": {k: self.config["defense"][k] for k in CIP_KEYS}}
-        path = cache_dir() / "models" / f"cipnet-{self.data.name}-{config_hash(key)}.pt"
+        path = checkpoint_path("cipnet", self.data.name, model="cip-net", vit=vit_config(train), cipnet=cfg,
+                               dml=dml_config(train) if self.uses_dml else None,
+                               cip={k: self.config["defense"][k] for k in CIP_KEYS})
         K, d = self.config["defense"]["K"], self.bank_x.shape[1]
         net = CIPNet(d, K, cfg["width"], cfg["depth"], cfg["heads"]).to(self.device)
         extra: dict[str, Any] = {}

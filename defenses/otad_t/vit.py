@@ -16,12 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defenses.otad.model import cached_model
-from otbench.config import config_hash
 from otbench.data import Dataset
-from otbench.data.base import cache_dir
 from otbench.errors import OTBenchError
-from otbench.training import minibatch_training, steps_per_epoch
+from otbench.training import cached_model, checkpoint_path, minibatch_training, steps_per_epoch, test_accuracy
 
 # papers/otad.txt V-A: 6 blocks, 8 heads, 64 patches, 256 dims, AdamW + cosine annealing (no CLS token is
 # mentioned: the classifier pools the tokens). Epochs, learning rate, batch and weight decay are not given.
@@ -94,7 +91,7 @@ def train_vit(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
 
 
 def vit_path(data: Dataset, cfg: dict[str, Any]):
-    return cache_dir() / "models" / f"vit-{data.name}-{config_hash({'model': 'otad-t-vit', 'dataset': data.name, 'train': cfg})}.pt"
+    return checkpoint_path("vit", data.name, model="otad-t-vit", train=cfg)
 
 
 def load_or_train_vit(data: Dataset, cfg: dict[str, Any], device: torch.device,
@@ -103,14 +100,6 @@ def load_or_train_vit(data: Dataset, cfg: dict[str, Any], device: torch.device,
     return cached_model(vit_path(data, cfg), TransportViT(data.input_shape, data.num_classes, cfg), cfg, device,
                         train=lambda: train_vit(data, cfg, device, progress),
                         evaluate=lambda net: {"test_accuracy": test_accuracy(net, data, device)})
-
-
-@torch.no_grad()
-def test_accuracy(net: nn.Module, data: Dataset, device: torch.device, batch: int = 1000) -> float:
-    net.eval()
-    correct = sum((net(data.x_test[i:i + batch].to(device)).argmax(1).cpu() == data.y_test[i:i + batch]).sum().item()
-                  for i in range(0, len(data.x_test), batch))
-    return correct / len(data.x_test)
 
 
 @torch.no_grad()
