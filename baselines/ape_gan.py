@@ -24,7 +24,7 @@ from torch import nn
 from defenses.otad.model import TRAIN_PAPER, TRAIN_QUICK
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import cached_model, progress_bar
+from otbench.training import cached_model, progress_bar, shuffled_batches, steps_per_epoch
 
 from .pgd_at import pgd_examples
 from .purification import PurifiedDefense, classifier_config, purifier_path
@@ -75,28 +75,25 @@ def train_ape_gan(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: 
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg["ape_lr"], betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg["ape_lr"], betas=(0.5, 0.999))
     bs = cfg["ape_batch_size"]
-    steps = (len(x) + bs - 1) // bs
+    steps = steps_per_epoch(len(x), bs)
     bar = progress_bar(cfg["ape_epochs"] * steps, "train ape-gan", progress, unit="step")
     g.train(), d.train()
-    for _ in range(cfg["ape_epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * bs:(i + 1) * bs]
-            clean, noisy = x[idx].to(device), adv[idx].to(device)
-            ones, zeros = torch.ones(len(idx), device=device), torch.zeros(len(idx), device=device)
-            loss_d = (F.binary_cross_entropy_with_logits(d(clean), ones)
-                      + F.binary_cross_entropy_with_logits(d(g(noisy).detach()), zeros))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            for _ in range(cfg["ape_g_steps"]):
-                fake = g(noisy)
-                loss_g = (cfg["ape_xi1"] * F.mse_loss(fake, clean)
-                          + cfg["ape_xi2"] * F.binary_cross_entropy_with_logits(d(fake), ones))
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-            bar.update()
+    for _, _, idx in shuffled_batches(len(x), bs, cfg["ape_epochs"], gen):
+        clean, noisy = x[idx].to(device), adv[idx].to(device)
+        ones, zeros = torch.ones(len(idx), device=device), torch.zeros(len(idx), device=device)
+        loss_d = (F.binary_cross_entropy_with_logits(d(clean), ones)
+                  + F.binary_cross_entropy_with_logits(d(g(noisy).detach()), zeros))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        for _ in range(cfg["ape_g_steps"]):
+            fake = g(noisy)
+            loss_g = (cfg["ape_xi1"] * F.mse_loss(fake, clean)
+                      + cfg["ape_xi2"] * F.binary_cross_entropy_with_logits(d(fake), ones))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        bar.update()
     bar.close()
     return g.eval()
 

@@ -34,7 +34,7 @@ from otbench.data import Dataset
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import cached_model, checkpoint_path, progress_bar, test_accuracy
+from otbench.training import cached_model, checkpoint_path, progress_bar, shuffled_batches, test_accuracy
 
 TRAIN_PAPER: dict[str, Any] = {
     "depth": 5, "width": 5120, "epochs": 400, "p_warm_epochs": 50, "p_end_epoch": 350, "p_start": 8.0,
@@ -147,22 +147,19 @@ def train_linf_dist(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
     steps = math.ceil(len(x) / cfg["batch_size"])
     net.train()
     bar = progress_bar(cfg["epochs"] * steps, f"train linf-dist-net on {data.name}", progress, unit="step")
-    for epoch in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            t = epoch + i / steps
-            net.set_p(p_schedule(cfg, t))
-            decay = max(t - cfg["p_warm_epochs"], 0) / max(cfg["epochs"] - cfg["p_warm_epochs"], 1e-9)
-            for group in opt.param_groups:  # constant during the warm-up, then cosine (authors' schedule)
-                group["lr"] = 0.5 * cfg["lr"] * (1 + math.cos(math.pi * min(decay, 1.0)))
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            loss = hinge_loss(net(xb), yb, cfg["eps_train"], cfg["hinge_mix"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", p=f"{net.head.p:.3g}", refresh=False)
+    for epoch, i, idx in shuffled_batches(len(x), cfg["batch_size"], cfg["epochs"], gen):
+        t = epoch + i / steps
+        net.set_p(p_schedule(cfg, t))
+        decay = max(t - cfg["p_warm_epochs"], 0) / max(cfg["epochs"] - cfg["p_warm_epochs"], 1e-9)
+        for group in opt.param_groups:  # constant during the warm-up, then cosine (authors' schedule)
+            group["lr"] = 0.5 * cfg["lr"] * (1 + math.cos(math.pi * min(decay, 1.0)))
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        loss = hinge_loss(net(xb), yb, cfg["eps_train"], cfg["hinge_mix"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}", p=f"{net.head.p:.3g}", refresh=False)
     bar.close()
     net.set_p(float("inf"))
     return net.eval()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,17 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def shuffled_batches(n: int, batch_size: int, epochs: int,
+                     gen: torch.Generator) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(epoch, step, indices) of every minibatch: each epoch a fresh permutation of range(n) drawn from `gen`
+    (drawn when the epoch starts, so other draws from `gen` inside the loop keep their place in its stream)."""
+    steps = steps_per_epoch(n, batch_size)
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(steps):
+            yield epoch, i, order[i * batch_size:(i + 1) * batch_size]
+
+
 def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, gen: torch.Generator,
                        opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None,
                        loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
@@ -45,20 +56,17 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
     `on_loss`, if given, receives every step's loss (training curves in tests and records)."""
     steps = steps_per_epoch(len(x), batch_size)
     bar = progress_bar(epochs * steps, desc, progress, unit="step")
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = loss_of(x[idx].to(device), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if on_loss is not None:
-                on_loss(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    for _, _, idx in shuffled_batches(len(x), batch_size, epochs, gen):
+        loss = loss_of(x[idx].to(device), y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if on_loss is not None:
+            on_loss(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
 
 

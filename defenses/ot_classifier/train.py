@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from defenses.otad.model import Perturb
 from otbench.data import Dataset
-from otbench.training import cached_model, checkpoint_path, progress_bar, test_accuracy
+from otbench.training import cached_model, checkpoint_path, progress_bar, shuffled_batches, test_accuracy
 
 from .networks import EncoderClassifier
 from .settings import CNN_WIDTH, resolve_n_z
@@ -54,31 +54,28 @@ def train_net(data: Dataset, cfg: dict[str, Any], device: torch.device, kind: st
     steps = math.ceil(len(x) / cfg["batch_size"])
     net.train()
     bar = progress_bar(cfg["epochs"] * steps, f"train {kind} on {data.name}", progress, unit="step")
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            if perturb is not None:
-                xb = perturb(net, xb, yb)
-            if d is not None:  # step 1: the critic (ascent = descent on the negated objective)
-                prior = torch.randn(len(xb), q.code.out_features, generator=gen).to(device)
-                gap = d(prior).mean() - d(q(xb).detach()).mean()
-                opt_d.zero_grad(set_to_none=True)
-                (-cfg["lam"] * gap).backward()
-                opt_d.step()
-                d.clip_(cfg["clip"])
-            loss = F.cross_entropy(c(q(xb)), yb)  # step 2: encoder and classifier on the labels
-            opt_qc.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_qc.step()
-            if d is not None:  # step 3: the encoder fools the critic
-                fool = -cfg["lam"] * d(q(xb)).mean()
-                opt_q.zero_grad(set_to_none=True)
-                fool.backward()
-                opt_q.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    for _, _, idx in shuffled_batches(len(x), cfg["batch_size"], cfg["epochs"], gen):
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        if perturb is not None:
+            xb = perturb(net, xb, yb)
+        if d is not None:  # step 1: the critic (ascent = descent on the negated objective)
+            prior = torch.randn(len(xb), q.code.out_features, generator=gen).to(device)
+            gap = d(prior).mean() - d(q(xb).detach()).mean()
+            opt_d.zero_grad(set_to_none=True)
+            (-cfg["lam"] * gap).backward()
+            opt_d.step()
+            d.clip_(cfg["clip"])
+        loss = F.cross_entropy(c(q(xb)), yb)  # step 2: encoder and classifier on the labels
+        opt_qc.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_qc.step()
+        if d is not None:  # step 3: the encoder fools the critic
+            fool = -cfg["lam"] * d(q(xb)).mean()
+            opt_q.zero_grad(set_to_none=True)
+            fool.backward()
+            opt_q.step()
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     return net.eval()
 

@@ -25,7 +25,7 @@ from otbench.data import Dataset
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
-from otbench.training import cached_model, checkpoint_path, progress_bar
+from otbench.training import cached_model, checkpoint_path, progress_bar, shuffled_batches
 
 from .defense import OTAD, OTAD_DEFAULTS, check_cip_settings, NeighbourDefense, StepCache, _ExactOTAD
 from .model import feature_bank
@@ -63,25 +63,22 @@ def train_regressor(data: Dataset, cfg: dict[str, Any], device: torch.device, pe
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps_per_epoch)
     bar = progress_bar(cfg["epochs"] * steps_per_epoch, f"train fc-resnet regressor on {data.name}", progress, unit="step")
     step = 0
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            if len(idx) < 2:
-                continue  # BatchNorm needs two samples
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            if perturb is not None:
-                net.eval()
-                xb = perturb(net, xb, yb, cfg["seed"] * 1_000_003 + step)
-            net.train()
-            loss = F.mse_loss(net(xb).squeeze(1), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update()
-            bar.set_postfix(mse=f"{loss.item():.3f}", refresh=False)
+    for _, _, idx in shuffled_batches(len(x), cfg["batch_size"], cfg["epochs"], gen):
+        if len(idx) < 2:
+            continue  # BatchNorm needs two samples
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        if perturb is not None:
+            net.eval()
+            xb = perturb(net, xb, yb, cfg["seed"] * 1_000_003 + step)
+        net.train()
+        loss = F.mse_loss(net(xb).squeeze(1), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update()
+        bar.set_postfix(mse=f"{loss.item():.3f}", refresh=False)
     bar.close()
     return net.eval()
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from otbench.training import progress_bar
+from otbench.training import progress_bar, shuffled_batches
 
 
 class CIPNet(nn.Module):
@@ -73,18 +73,15 @@ def train_cipnet(net: CIPNet, batch: Callable[[torch.Tensor], tuple[torch.Tensor
     alpha, scale = cfg["alpha"], net.sz.item() ** 2
     net.train()
     bar = progress_bar(cfg["epochs"] * steps, "train CIP-net", progress)
-    for _ in range(cfg["epochs"]):
-        order = torch.randperm(n, generator=gen)
-        for i in range(steps):
-            ids = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
-            out = net(*batch(ids))
-            loss = (alpha * F.mse_loss(out, targets[ids]) + (1 - alpha) * F.mse_loss(out, own[ids])) / scale
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if history is not None:
-                history.append(loss.item())
-            bar.update()
+    for _, _, ids in shuffled_batches(n, cfg["batch_size"], cfg["epochs"], gen):
+        out = net(*batch(ids))
+        loss = (alpha * F.mse_loss(out, targets[ids]) + (1 - alpha) * F.mse_loss(out, own[ids])) / scale
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if history is not None:
+            history.append(loss.item())
+        bar.update()
     bar.close()
     return net.eval()
