@@ -242,12 +242,10 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    from .registry import TABLES
+    from .registry import DEFENSES, TABLES
     from .report.fill import fill_table
     from .report.render import render_table
     from .store import ResultStore
-
-    from .registry import DEFENSES
 
     names = args.tables or TABLES.names()
     specs = [TABLES.get(n)() for n in names]

@@ -50,13 +50,13 @@ class ClassMeanShift(Attack):
         self._means: torch.Tensor | None = None
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
-        data, k = self.defense.data, self.config["candidates"]
+        data, k, labels = self.defense.data, self.config["candidates"], labels.cpu()
         if self._means is None:  # once per attack, not per chunk: a pass over the training set
             self._means = class_means(data.x_train, data.y_train, data.num_classes)
         means = self._means
         flat = images.flatten(1).double().cpu()
         dist = torch.cdist(flat, means)
-        dist[torch.arange(len(flat)), labels.cpu()] = float("inf")  # never the sample's own class
+        dist[torch.arange(len(flat)), labels] = float("inf")  # never the sample's own class
         order = dist.argsort(1)[:, :k]
         adv = images.clone()
         queries = torch.zeros(len(images), dtype=torch.long)
@@ -65,7 +65,7 @@ class ClassMeanShift(Attack):
             idx = open_.nonzero().flatten()
             if len(idx) == 0:
                 break
-            step = means[order[idx, c]] - means[labels.cpu()[idx]]
+            step = means[order[idx, c]] - means[labels[idx]]
             step = step / step.norm(dim=1, keepdim=True).clamp_min(1e-12) * self.eps
             cand = flat[idx] + step
             if self.domain is not None:  # clipping can only shrink the step
@@ -75,7 +75,7 @@ class ClassMeanShift(Attack):
             queries[idx] += 1
             if c == 0:
                 adv[idx] = cand  # keep the nearest class's move when nothing works
-            fooled = pred.cpu() != labels.cpu()[idx]
+            fooled = pred.cpu() != labels[idx]
             adv[idx[fooled]] = cand[fooled]
             open_[idx[fooled]] = False
         return AttackOutput(adv, queries)

@@ -82,3 +82,8 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None) -> Datas
     if key not in _LOADED:
         _LOADED[key] = DATASETS.get(name)(root)
     return _LOADED[key]
+
+
+def uint8_images(images: np.ndarray) -> torch.Tensor:
+    """(N, C, H, W) uint8 pixels as floats in [0, 1], what torchvision's ToTensor gives."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0

@@ -22,7 +22,7 @@ from torchvision.datasets.utils import check_integrity
 
 from ..errors import OTBenchError
 from ..registry import register_dataset
-from .base import OFFLINE_ENV, Dataset, cache_dir
+from .base import OFFLINE_ENV, Dataset, cache_dir, uint8_images
 from .vision import _writable
 
 FOLDER = datasets.CIFAR10.base_folder  # "cifar-10-batches-py"
@@ -77,10 +77,6 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
     return np.vstack(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def _as_float(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0  # what ToTensor gives, CHW
-
-
 @register_dataset("cifar10")
 def cifar10(root: Path) -> Dataset:
     source = root
@@ -99,5 +95,5 @@ def cifar10(root: Path) -> Dataset:
         x_tr, y_tr = read_batches(folder, _TRAIN)
         x_te, y_te = read_batches(folder, _TEST)
         where = f"{folder} (not the official files: md5 differs)"
-    return Dataset("cifar10", _as_float(x_tr), torch.as_tensor(y_tr).long(), _as_float(x_te),
+    return Dataset("cifar10", uint8_images(x_tr), torch.as_tensor(y_tr).long(), uint8_images(x_te),
                    torch.as_tensor(y_te).long(), 10, where)

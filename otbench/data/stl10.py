@@ -16,7 +16,7 @@ import torch
 
 from ..errors import OTBenchError
 from ..registry import register_dataset
-from .base import Dataset
+from .base import Dataset, uint8_images
 
 FOLDER = "stl10_binary"  # torchvision's STL10.base_folder
 _FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
@@ -49,9 +49,5 @@ def stl10(root: Path) -> Dataset:
                            f"$OTBENCH_DATA at a folder holding {FOLDER}/")
     x_tr, x_te = _read_images(folder / "train_X.bin"), _read_images(folder / "test_X.bin")
     y_tr, y_te = _read_labels(folder / "train_y.bin", len(x_tr)), _read_labels(folder / "test_y.bin", len(x_te))
-
-    def as_float(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).float() / 255.0
-
-    return Dataset("stl10", as_float(x_tr), torch.from_numpy(y_tr), as_float(x_te), torch.from_numpy(y_te), 10,
+    return Dataset("stl10", uint8_images(x_tr), torch.from_numpy(y_tr), uint8_images(x_te), torch.from_numpy(y_te), 10,
                    str(folder))

@@ -27,7 +27,8 @@ class Cell:
     n: int
     cell_id: str | None
     status: str  # "measured", "not run", "not available"
-    preset: str = ""  # the preset the cell was found at (a row may fall back to a smaller one)
+    preset: str = ""  # the preset the cell was found at
+    fallback: bool = False  # its row had no result at the table's preset and was taken from a smaller one
 
 
 def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> tuple[dict, dict] | None:
@@ -62,9 +63,9 @@ def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, pre
     return best
 
 
-def row_label(cell: Cell, preset: str) -> str:
+def row_label(cell: Cell) -> str:
     """The row's label, marked when the row was taken from a fallback preset."""
-    return cell.row.label + (f" [preset {cell.preset}]" if cell.preset and cell.preset != preset else "")
+    return cell.row.label + (f" [preset {cell.preset}]" if cell.fallback else "")
 
 
 def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | None = None) -> list[Cell]:
@@ -75,7 +76,8 @@ def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | No
         cells = [_collect_cell(spec, store, row, column, preset) for column in spec.columns]
         if fallback and fallback != preset and not any(c.status == "measured" for c in cells):
             smaller = [_collect_cell(spec, store, row, column, fallback) for column in spec.columns]
-            cells = smaller if any(c.status == "measured" for c in smaller) else cells
+            if any(c.status == "measured" for c in smaller):
+                cells = [replace(c, fallback=True) for c in smaller]
         out += cells
     return out
 
@@ -119,7 +121,7 @@ def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, p
     return Cell(row, column, value, paper, len(common), None, "measured", preset)
 
 
-def provenance(cells: list[Cell], store: ResultStore, preset: str = "") -> list[dict[str, Any]]:
+def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
     """One entry per measured store cell: what made it, where, how long."""
     seen: dict[str, dict[str, Any]] = {}
     out = []
@@ -133,7 +135,7 @@ def provenance(cells: list[Cell], store: ResultStore, preset: str = "") -> list[
         chunks = store.chunk_records(c.cell_id)
         (cell,) = store.cells(cell_id=c.cell_id)
         seen[c.cell_id] = {
-            "row": row_label(c, preset), "column": c.column.label, "n": c.n,
+            "row": row_label(c), "column": c.column.label, "n": c.n,
             "commands": sorted({r["command"] + ("" if r["status"] == "complete" else " (killed or still running)")
                                 for r in runs}),
             "machine": sorted({ch["machine"] for ch in chunks}), "device": sorted({ch["device"] for ch in chunks}),
@@ -216,19 +218,19 @@ def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str
     df = frame(cells)
     paths = [out_dir / f"{spec.name}.csv", out_dir / f"{spec.name}.md", out_dir / f"{spec.name}.tex"]
     df.to_csv(paths[0], index=False)
-    prov = provenance(cells, store, preset)
+    prov = provenance(cells, store)
     paths[1].write_text(markdown(spec, cells, prov, preset, table_flags(cells, store)))
-    paths[2].write_text(latex(spec, cells, preset))
+    paths[2].write_text(latex(spec, cells))
     if spec.figure and any(c.measured is not None for c in cells):
-        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png", preset))
+        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png"))
     return paths
 
 
-def _grid(spec: TableSpec, cells: list[Cell], preset: str = "") -> list[list[str]]:
+def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
     by = {(c.row.label, c.column.label): c for c in cells}
     grid = []
     for row in spec.rows:
-        line = [row_label(by[(row.label, spec.columns[0].label)], preset)]
+        line = [row_label(by[(row.label, spec.columns[0].label)])]
         row_n = max(by[(row.label, col.label)].n for col in spec.columns)
         for col in spec.columns:
             c = by[(row.label, col.label)]
@@ -280,13 +282,13 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
              " `n/a`: defense not yet registered in otbench; `not run`: no matching result in the store.", ""]
     if spec.note:
         lines += [spec.note, ""]
-    fallen = sorted({c.preset for c in cells if c.preset and c.preset != preset and c.status == "measured"})
+    fallen = sorted({c.preset for c in cells if c.fallback and c.status == "measured"})
     if fallen:
         lines += [f"Rows marked `[preset {', '.join(fallen)}]` have no result at preset `{preset}` (most need a GPU "
                   "to train at that scale) and were measured at the reduced-scale preset instead: their gap to the "
                   "paper measures that smaller model, not the method.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells, preset)]
+    lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells)]
     lines += ["", "## Diagnostics", ""]
     lines += _flag_lines(flags)
     lines += ["", "## How these numbers were made", ""]
@@ -296,17 +298,17 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
     return "\n".join(lines) + "\n"
 
 
-def latex(spec: TableSpec, cells: list[Cell], preset: str = "") -> str:
+def latex(spec: TableSpec, cells: list[Cell]) -> str:
     cols = "l" + "c" * (len(spec.columns) + 1)
     body = [" & ".join(["Method"] + [c.label for c in spec.columns] + ["$n$"]) + r" \\ \hline"]
-    for r in _grid(spec, cells, preset):
+    for r in _grid(spec, cells):
         body.append(" & ".join(x.replace("_", r"\_") for x in r) + r" \\")
     return "\n".join([r"% generated by otbench report; cells are measured / paper (gap)",
                       r"\begin{table}[t]", r"\centering", rf"\caption{{{spec.title}}}", rf"\begin{{tabular}}{{{cols}}}",
                       *body, r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
-def figure(spec: TableSpec, cells: list[Cell], path: Path, preset: str = "") -> Path:
+def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
     """Accuracy vs eps per method (clean accuracy plotted at eps = 0), measured solid, paper dashed."""
     import matplotlib
 
@@ -319,7 +321,7 @@ def figure(spec: TableSpec, cells: list[Cell], path: Path, preset: str = "") -> 
         mine = [c for c in cells if c.row.label == row.label]
         color = f"C{i % 10}"
         # the measured line carries the row's preset mark; the paper's line is the paper's, whatever we ran
-        for key, style, label in (("measured", "-o", row_label(mine[0], preset)), ("paper", "--x", f"{row.label} (paper)")):
+        for key, style, label in (("measured", "-o", row_label(mine[0])), ("paper", "--x", f"{row.label} (paper)")):
             pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
                          for c in mine if getattr(c, key) is not None and c.column.metric in ("clean", "robust"))
             if pts:

@@ -89,7 +89,7 @@ def curve_png(spec: CurveFigure, cells, preset: str, path: Path) -> Path:
         pts = sorted((c.column.eps, c.measured) for c in mine if c.measured is not None)
         paper = sorted((c.column.eps, c.paper) for c in mine if c.paper is not None)
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, color=color, label=row_label(mine[0], preset))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3, color=color, label=row_label(mine[0]))
         elif row.defense not in DEFENSES:
             ax.plot([], [], " ", label=f"{row.label}: not available (`{row.defense}` not registered)")
         else:
