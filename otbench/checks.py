@@ -167,9 +167,10 @@ def _gradient_free_beats_gradient(store: ResultStore, cells: list[dict[str, Any]
     for group in by_budget.values():
         grad = [c for c in group if _attack_cls(c["attack"]).needs in GRADIENT_LIKE]
         free = [c for c in group if _attack_cls(c["attack"]).needs in ("scores", "labels")]
+        broken = {c["cell_id"]: _broken(store, c["cell_id"]) for c in grad + free}  # one read per cell
         for g in grad:
             for f in free:
-                bg, bf = _broken(store, g["cell_id"]), _broken(store, f["cell_id"])
+                bg, bf = broken[g["cell_id"]], broken[f["cell_id"]]
                 common = bg.keys() & bf.keys()
                 key = (_label(g), _label(f))
                 if key in best and best[key][0] >= len(common):
