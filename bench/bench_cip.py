@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from defenses.otad import cip  # noqa: E402
+from otbench.defenses.otad import cip  # noqa: E402
 import cip_reference  # noqa: E402
 
 L, l, DELTA = 2.0, 0.0, 0.2

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from defenses.otad_t.timing import conic_reference, measure_inference  # noqa: E402
+from otbench.defenses.otad_t.timing import conic_reference, measure_inference  # noqa: E402
 from otbench.data import eval_subset, load_dataset  # noqa: E402
 from otbench.defense import create_defense  # noqa: E402
 
@@ -60,10 +60,10 @@ def trained(args) -> None:
 
 
 def paper_dims(args) -> None:
-    from defenses.otad_t.cipnet import CIPNet
-    from defenses.otad_t.defense import CIPStep
-    from defenses.otad_t.presets import CIPNET_PAPER, OTAD_T_DEFAULTS
-    from defenses.otad_t.vit import VIT_PAPER, TransportViT, token_banks
+    from otbench.defenses.otad_t.cipnet import CIPNet
+    from otbench.defenses.otad_t.defense import CIPStep
+    from otbench.defenses.otad_t.presets import CIPNET_PAPER, OTAD_T_DEFAULTS
+    from otbench.defenses.otad_t.vit import VIT_PAPER, TransportViT, token_banks
 
     torch.manual_seed(0)
     net = TransportViT((3, 32, 32), 10, VIT_PAPER).eval()

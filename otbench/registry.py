@@ -1,13 +1,18 @@
 """Name -> factory registries for defenses, attacks, datasets and report tables (after timm's).
 
 Each kind has one `Registry`; modules register factories with its decorator, and the public surface is
-`create(name, **kw)`, `get(name)` and `names()`. Built-in modules and the Python entry points of the
-group `otbench.<kind>s` are imported on first use, so outside packages can add entries.
+`create(name, **kw)`, `get(name)` and `names()`. On first use a registry imports the core's own modules of
+its kind (attacks and datasets are part of the core) and every module named by the Python entry points of
+the group `otbench.<kind>s`. The methods (otbench.defenses, otbench.baselines) and the paper reproductions
+(otbench.papers.*) come in through those entry points like any outside package, so the core never names them.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
@@ -15,13 +20,10 @@ from .errors import OTBenchError
 
 T = TypeVar("T")
 
-# Modules whose import registers the built-in entries of each kind.
-_BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
-    "defense": ("defenses", "baselines"),
-    "attack": ("otbench.attacks",),
-    "dataset": ("otbench.data",),
-    "table": ("otbench.report.tables",),
-}
+# The core's own modules whose import registers its entries (methods and papers arrive by entry point).
+_CORE_MODULES: dict[str, tuple[str, ...]] = {"attack": ("otbench.attacks",), "dataset": ("otbench.data",)}
+# Entry points into this distribution: a failure there is a bug to show, not a plug-in to skip.
+_FIRST_PARTY = "otbench."
 
 
 def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
@@ -47,6 +49,13 @@ class Registry(Generic[T]):
             self._entries[key] = obj
             if isinstance(obj, type):
                 obj.name = key  # a class knows the name it is registered under
+                check = getattr(obj, "check_declarations", None)
+                if check is not None:  # a class whose declarations contradict its methods is refused here
+                    try:
+                        check()
+                    except Exception:
+                        del self._entries[key]
+                        raise
             return obj
 
         return deco
@@ -55,17 +64,33 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for module in _BUILTIN_MODULES.get(self.kind, ()):
+        for module in _CORE_MODULES.get(self.kind, ()):
             importlib.import_module(module)
         for ep in entry_points(group=f"otbench.{self.kind}s"):
-            if ep.value.split(":")[0] in _BUILTIN_MODULES.get(self.kind, ()):
+            if ep.value.split(":")[0] in _CORE_MODULES.get(self.kind, ()):
+                continue
+            if ep.value.startswith(_FIRST_PARTY):
+                ep.load()
                 continue
             try:
                 ep.load()
             except Exception as exc:  # a broken plug-in must not take the harness down
-                import warnings
-
                 warnings.warn(f"otbench: entry point {ep.name} ({ep.value}) failed to load: {exc}")
+
+    @contextmanager
+    def temporary(self, name: str, obj: T) -> Iterator[T]:
+        """Register `obj` under `name` for the duration of a `with` block (tests, experiments), replacing
+        any entry of that name and restoring it afterwards."""
+        self._load()
+        old = self._entries.pop(name, None)
+        try:
+            yield self.register(name)(obj)
+        finally:
+            self._entries.pop(name, None)
+            if old is not None:
+                self._entries[name] = old
+                if isinstance(old, type):
+                    old.name = name
 
     def get(self, name: str) -> T:
         self._load()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.otad.analysis import local_lipschitz, relative_error
+from otbench.defenses.otad.analysis import local_lipschitz, relative_error
 from otbench.data import eval_subset
 from otbench.data import synthetic as syn
 from otbench.defense import create_defense
@@ -190,7 +190,7 @@ def test_otad_pipeline_on_merfish_shaped_data(tmp_path, monkeypatch):
 
 # -- PGD adversarial training ------------------------------------------------------------------------------
 def test_pgd_at_trains_on_adversarial_inputs(mnist, standard):
-    from baselines.pgd_at import pgd_perturbation
+    from otbench.common.adversarial import pgd_perturbation
 
     cfg = {"adv_norm": "Linf", "adv_eps": 0.1, "adv_steps": 5, "adv_step_ratio": 2.5, "adv_random_start": True}
     net = standard.net
@@ -231,7 +231,7 @@ def test_pgd_at_is_more_robust_than_standard_on_the_same_budget(mnist, standard,
 
 # -- the tables ---------------------------------------------------------------------------------------------
 def test_analysis_tables_are_registered_with_the_papers_values(tmp_path):
-    from otbench.report.tables.otad_analyses import collect_analysis, render_analysis
+    from otbench.papers.otad.analyses import collect_analysis, render_analysis
 
     assert {"otad-table-4", "otad-table-13", "otad-table-14", "otad-figure-2"} <= set(TABLES.names())
     store = ResultStore(tmp_path / "r.sqlite")
@@ -259,7 +259,7 @@ def test_analysis_table_fills_and_renders_from_the_store(mnist, tmp_path):
     """A one-row figure on the tiny OTAD: fill runs the attack cell and both analyses, render shows them and
     draws the figure; a second fill computes nothing."""
     from otbench.report.spec import Row
-    from otbench.report.tables.otad_analyses import AnalysisTable, Metric, Section, collect_analysis
+    from otbench.papers.otad.analyses import AnalysisTable, Metric, Section, collect_analysis
 
     tiny = {"train": dict(TINY_TRAIN)}
     table = AnalysisTable(
@@ -291,7 +291,7 @@ def test_analysis_table_fills_and_renders_from_the_store(mnist, tmp_path):
 def test_exact_knn_is_exact_where_the_float32_certificate_fails():
     """Near-equidistant high-dimensional Gaussian points defeat ExactKNN's float32 certificate for almost
     every query; the band re-ranking that replaces the full float64 search must still give the exact answer."""
-    from defenses.otad.neighbours import ExactKNN
+    from otbench.common.neighbours import ExactKNN
 
     d = DATASETS.get("gaussian-sphere-0.1")(None)
     train, x = d.x_train.flatten(1)[:20000], d.x_test.flatten(1)[:64]

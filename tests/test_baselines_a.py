@@ -71,7 +71,7 @@ def test_registered_with_presets_and_declared_capabilities(capsys):
 
 
 def test_madry_override_selects_the_ot_classifier_setting():
-    from baselines.pgd_at import MADRY_MNIST
+    from otbench.baselines.pgd_at import MADRY_MNIST
     from otbench.config import config_hash
 
     paper = build_config(DEFENSES.get("pgd-at"), "paper", None)["train"]
@@ -93,7 +93,7 @@ def test_pgd_at_is_more_robust_to_pgd_than_the_standard_net(pgd_at, standard, ev
 
 def test_fgsm_training_examples_are_fgsm_and_keep_the_clean_share(standard, eval_batch):
     """The goodfellow hook against the harness's own FGSM attack: same examples, first half left clean."""
-    from baselines.fgsm_at import FGSM_ADV, fgsm_perturbation
+    from otbench.baselines.fgsm_at import FGSM_ADV, fgsm_perturbation
 
     x, y = eval_batch[0][:40], eval_batch[1][:40]
     net = standard.net
@@ -117,7 +117,7 @@ def test_fgsm_at_is_more_robust_to_fgsm_than_the_standard_net(fgsm_at, standard,
 def test_median_filter_matches_art_spatial_smoothing(mnist):
     from art.defences.preprocessor import SpatialSmoothing
 
-    from baselines.median_filter import median_filter
+    from otbench.baselines.median_filter import median_filter
 
     x = mnist.x_test[:20]
     x = x + 0.3 * torch.rand_like(x)  # break ties: every rank matters
@@ -165,7 +165,7 @@ def test_stl_codes_are_sparse_and_remove_perturbation_energy(stl, standard, eval
 
 
 def test_ape_gan_generator_moves_fgsm_examples_back_to_the_clean_images(ape_gan, eval_batch):
-    from baselines.pgd_at import pgd_examples
+    from otbench.common.adversarial import pgd_examples
 
     x, y = eval_batch
     adv = pgd_examples(ape_gan.net, x, y, "Linf", 0.3, 1, 1.0, False)  # the examples it is trained on

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from baselines.linf_dist import LinfDist, LinfDistNet, lp_dist, margin_radius
-from baselines.soc import SOC, HouseHolder, LipConvNet
+from otbench.baselines.linf_dist import LinfDist, LinfDistNet, lp_dist, margin_radius
+from otbench.baselines.soc import SOC, HouseHolder, LipConvNet
 from otbench.registry import DEFENSES
 from support import TINY_TRAIN
 
@@ -29,14 +29,14 @@ def linf_net(mnist):
 
 @pytest.fixture(scope="session")
 def soc_net(mnist):
-    import baselines.soc
+    import otbench.baselines.soc as soc_module
     from otbench.defense import create_defense
 
-    baselines.soc.RECORD_TEST_N = 500  # SOC's 15-term evaluation is slow on a CPU: the record on 500 test points
+    soc_module.RECORD_TEST_N = 500  # SOC's 15-term evaluation is slow on a CPU: the record on 500 test points
     try:
         return create_defense("soc-plus", mnist, "quick", {"train": SOC_TINY})
     finally:
-        baselines.soc.RECORD_TEST_N = None
+        soc_module.RECORD_TEST_N = None
 
 
 @pytest.fixture(scope="session")

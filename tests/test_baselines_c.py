@@ -3,9 +3,9 @@ on tiny models trained once per session on real MNIST."""
 import pytest
 import torch
 
-from baselines.defense_gan import Critic, critic_grad_norm, interpolates, reconstruct
-from baselines.mnist_cnn import GaussianNoise
-from baselines.pgd_at import pgd_examples
+from otbench.baselines.defense_gan import Critic, critic_grad_norm, interpolates, reconstruct
+from otbench.baselines.mnist_cnn import GaussianNoise
+from otbench.common.adversarial import pgd_examples
 from otbench.errors import OTBenchError
 from otbench.registry import ATTACKS, DEFENSES
 

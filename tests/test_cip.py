@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.otad.cip import (FORMULATIONS, brenier_weights, first_feasible_step, least_potentials,
+from otbench.defenses.otad.cip import (FORMULATIONS, brenier_weights, first_feasible_step, least_potentials,
                                solve_cip)
 
 cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")

@@ -11,7 +11,7 @@ def test_real_robustbench_loads_through_the_adapter():
 
 
 def test_importing_otbench_does_not_import_robustbench():
-    code = ("import sys, otbench, otbench.cli, otbench.attacks, defenses, baselines; "
+    code = ("import sys, otbench, otbench.cli, otbench.attacks, otbench.defenses, otbench.baselines, otbench.papers.otad; "
             "print('robustbench' in sys.modules, 'autoattack' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # generous: shared CI cores
     assert out.returncode == 0, out.stderr

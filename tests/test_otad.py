@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from defenses.otad.neighbours import ExactKNN
+from otbench.common.neighbours import ExactKNN
 from otbench.defense import create_defense
 from otbench.errors import OTBenchError
 
@@ -89,8 +89,8 @@ def test_trained_model_is_cached_and_reused(mnist, standard):
 
 def test_step_memo_is_exact(otad, test_batch):
     """Cached relaxation steps give exactly what a fresh search gives, also on perturbed queries."""
-    from defenses.otad.cip import solve_cip
-    from defenses.otad.defense import StepCache
+    from otbench.defenses.otad.cip import solve_cip
+    from otbench.defenses.otad.defense import StepCache
 
     x = test_batch[0][:16]
     otad.steps_cache = StepCache()

@@ -49,7 +49,7 @@ def test_otad_t_cip_features_match_the_conic_reference_at_the_vit_dimension(otad
 
 @needs_mnist
 def test_cipnet_training_lowers_its_error_against_exact_solutions_on_held_out_points(mnist):
-    from defenses.otad_t.cipnet import CIPNet
+    from otbench.defenses.otad_t.cipnet import CIPNet
     from otbench.defense import create_defense
 
     nn_def = create_defense("otad-t-nn", mnist, "quick", {"train": {**TINY_VIT, **TINY_CIPNET}})
@@ -70,7 +70,7 @@ def test_cipnet_training_lowers_its_error_against_exact_solutions_on_held_out_po
 
 
 def test_semihard_mining_picks_negatives_beyond_the_positive_within_the_margin():
-    from defenses.otad_t.dml import semihard_negatives
+    from otbench.defenses.otad_t.dml import semihard_negatives
 
     g = torch.Generator().manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(48, 8, generator=g), dim=1)
@@ -91,8 +91,8 @@ def test_semihard_mining_picks_negatives_beyond_the_positive_within_the_margin()
 
 @needs_mnist
 def test_dml_triplet_loss_falls_and_the_dml_attack_moves_otad_t_neighbours(mnist):
-    from defenses.otad_t.dml import load_or_train_dml
-    from defenses.otad_t.presets import dml_config
+    from otbench.defenses.otad_t.dml import load_or_train_dml
+    from otbench.defenses.otad_t.presets import dml_config
     from otbench.defense import build_config, create_defense
     from otbench.registry import ATTACKS, DEFENSES
 

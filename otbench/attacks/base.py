@@ -61,6 +61,13 @@ class Attack:
         self.check_capabilities(type(defense))
         self.check_domain(defense)
 
+    def require_positive(self, *keys: str) -> None:
+        """Settings that must be integers >= 1 (steps, samples): checked before any work."""
+        for key in keys:
+            value = self.config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OTBenchError(f"{self.name}: {key} must be an integer of at least 1, got {value!r}")
+
     @property
     def domain(self) -> tuple[float, float] | None:
         """The defense's dataset's input domain (None = unbounded); [0, 1] for a defense built without data."""

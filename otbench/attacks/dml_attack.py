@@ -17,7 +17,7 @@ from ..defense import Defense
 from ..errors import OTBenchError
 from ..registry import register_attack
 from .base import Attack, AttackOutput
-from .eot_pgd import check_positive, input_grad, pgd_ascent
+from .ascent import input_grad, pgd_ascent
 
 
 @register_attack("dml-attack")
@@ -32,7 +32,7 @@ class DMLAttack(Attack):
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
-        check_positive(self, "steps")
+        self.require_positive("steps")
         self.embed = defense.metric_network()
         if self.embed is None:
             raise OTBenchError(f"attack '{self.name}': defense '{defense.name}' declares a metric network "
@@ -60,7 +60,7 @@ class DMLAttack(Attack):
             return input_grad(lambda a: (embed(a).flatten(1) - clean).pow(2).sum(), adv, samples)
 
         adv = pgd_ascent(grad_fn, x, self.eps, self.norm, self.config["steps"], self.config["step_ratio"],
-                         True, seed)
+                         True, torch.Generator().manual_seed(seed))
         # queries of the metric network, none of the defense
         queries = self.config["steps"] * samples
         return AttackOutput(adv.cpu(), torch.full((len(images),), queries, dtype=torch.long))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..registry import register_attack
 from .base import Attack, AttackOutput
-from .eot_pgd import ascent_step, input_grad
+from .ascent import input_grad, pgd_ascent
 
 
 @register_attack("fgsm")
@@ -25,6 +25,9 @@ class FGSM(Attack):
         x, y = images.to(device), labels.to(device)
         samples = self.config.get("eot_samples", 1)  # a generic setting of gradient attacks, where offered
         torch.manual_seed(seed)  # only a randomized defense's own noise
-        grad = input_grad(lambda a: F.cross_entropy(model(a), y, reduction="sum"), x, samples)
-        adv = ascent_step(x, x, grad, self.eps, self.eps, self.norm)  # no projection needed: one full step
+
+        def grad_fn(adv: torch.Tensor) -> torch.Tensor:
+            return input_grad(lambda a: F.cross_entropy(model(a), y, reduction="sum"), adv, samples)
+
+        adv = pgd_ascent(grad_fn, x, self.eps, self.norm, steps=1, step_ratio=1.0, random_start=False)
         return AttackOutput(adv.detach().cpu(), torch.full((len(images),), samples, dtype=torch.long))

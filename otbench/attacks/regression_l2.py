@@ -16,7 +16,7 @@ from ..defense import Defense
 from ..errors import OTBenchError
 from ..registry import register_attack
 from .base import Attack, AttackOutput
-from .eot_pgd import check_positive, input_grad, pgd_ascent
+from .ascent import input_grad, pgd_ascent
 from .pgd import PGD_DEFAULTS
 
 
@@ -31,7 +31,7 @@ class RegressionL2(Attack):
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
-        check_positive(self, "steps")
+        self.require_positive("steps")
 
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:
@@ -63,6 +63,6 @@ class RegressionL2(Attack):
 
         torch.manual_seed(seed)  # only a randomized defense's own noise
         adv = pgd_ascent(grad_fn, x, self.eps, self.norm, self.config["steps"], self.config["step_ratio"],
-                         self.config["random_start"], seed, self.domain)
+                         self.config["random_start"], torch.Generator().manual_seed(seed), self.domain)
         queries = self.config["steps"] * samples
         return AttackOutput(adv.cpu(), torch.full((len(images),), queries, dtype=torch.long))

@@ -1,3 +1,0 @@
-"""OTAD (papers/otad.txt): the FC ResNet, exact K-NN and the exact batched CIP solver."""
-from . import defense  # noqa: F401  (registers `otad`)
-from . import regression  # noqa: F401  (registers `regressor` and `otad-regression`, Table V)

@@ -1,0 +1,9 @@
+"""The OT-Classifier (papers/ot-classifier.txt): Tables 1-3 and Figures 2-6 (tables.py, table_2.py), beside the
+published values in values.csv."""
+from importlib.resources import files
+
+from otbench.report.paper import register_paper_values
+
+register_paper_values("ot-classifier", files(__name__).joinpath("values.csv"))
+
+from . import table_2, tables  # noqa: E402,F401  (register the tables)
