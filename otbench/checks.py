@@ -244,10 +244,7 @@ class UndefendedView(Defense):
     def __init__(self, parent: Defense) -> None:
         super().__init__(parent.data, {"preset": parent.config.get("preset"), "of": parent.identity},
                          parent.device)
-        # a defense whose surrogate contains the defense itself (defense-gan's straight-through BPDA) names
-        # its undefended network separately
-        undefended = getattr(parent, "undefended", None)
-        self.net = (undefended() if undefended is not None else parent.surrogate()).eval()
+        self.net = parent.undefended().eval()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.to(self.device))

@@ -163,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     start = time.time()
     defense = create_defense(args.defense, data, args.preset, _overrides(args), resolve_device(args.device))
     out = {"defense": args.defense, "dataset": args.dataset, "preset": args.preset,
-           "train": defense.config.get("train"), "record": getattr(defense, "train_record", None),
+           "train": defense.config.get("train"), "record": defense.train_record,
            "seconds": round(time.time() - start, 1)}
     if not args.json:
         print(f"{args.defense} on {args.dataset} (preset {args.preset}): {out['record']}")

@@ -17,12 +17,23 @@ from .errors import OTBenchError
 from .registry import DEFENSES
 
 
+TASKS = ("classification", "regression")
+SECTIONS = ("train", "defense")
+
+
 class Defense:
+    """A registered defense. Subclasses declare their capabilities as class attributes, implement `logits`, and
+    override the hooks below that apply to them; `check_declarations` (run when the class is registered)
+    refuses a class whose declarations contradict the methods it implements."""
+
     name: ClassVar[str]
     description: ClassVar[str] = ""
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
     surrogate_description: ClassVar[str | None] = None  # what BPDA differentiates instead, if anything
+    # True when surrogate()'s forward already returns the defense's own outputs (a straight-through module,
+    # Defense-GAN's), so BPDA needs no second call of the defense
+    surrogate_outputs_defense: ClassVar[bool] = False
     # differentiable almost everywhere though not declared differentiable (OTAD: the neighbour set is
     # piecewise constant in x); such a defense offers `exact_module()` for exact-gradient attacks
     piecewise_differentiable: ClassVar[bool] = False
@@ -34,15 +45,60 @@ class Defense:
 
     def __init__(self, data: Dataset, config: dict[str, Any], device: torch.device) -> None:
         self.data, self.config, self.device = data, config, device
+        # what training made the defense's model(s): stored with every cell it is evaluated in
+        self.train_record: dict[str, Any] | None = None
+
+    @classmethod
+    def check_declarations(cls) -> None:
+        """One-line refusal of a class whose declared capabilities contradict its methods (run at registration)."""
+        def overrides(method: str) -> bool:
+            return getattr(cls, method) is not getattr(Defense, method)
+
+        problems = []
+        if not overrides("logits"):
+            problems.append("it does not implement logits()")
+        if cls.task not in TASKS:
+            problems.append(f"task '{cls.task}' is not one of {', '.join(TASKS)}")
+        for flag in ("differentiable", "randomized", "piecewise_differentiable", "has_metric_network",
+                     "surrogate_outputs_defense"):
+            if not isinstance(getattr(cls, flag), bool):
+                problems.append(f"{flag} must be True or False, got {getattr(cls, flag)!r}")
+        if (cls.surrogate_description is not None) != overrides("surrogate"):
+            problems.append("it declares surrogate_description without implementing surrogate()"
+                            if cls.surrogate_description is not None else
+                            "it implements surrogate() without declaring surrogate_description")
+        if cls.surrogate_outputs_defense and cls.surrogate_description is None:
+            problems.append("surrogate_outputs_defense needs a surrogate")
+        if cls.piecewise_differentiable and not cls.differentiable and not overrides("exact_module"):
+            problems.append("it declares piecewise_differentiable without implementing exact_module()")
+        if cls.has_metric_network and not overrides("metric_network"):
+            problems.append("it declares has_metric_network without implementing metric_network()")
+        if not isinstance(cls.presets, dict) or not cls.presets:
+            problems.append("it declares no presets (preset -> {'train': {...}, 'defense': {...}})")
+        else:
+            for preset, sections in cls.presets.items():
+                if not isinstance(sections, dict) or set(sections) - set(SECTIONS) or \
+                        not all(isinstance(v, dict) for v in sections.values()):
+                    problems.append(f"preset '{preset}' must map sections among {', '.join(SECTIONS)} to dicts")
+        if problems:
+            raise OTBenchError(f"defense '{cls.name}' ({cls.__module__}.{cls.__qualname__}) is refused: "
+                               + "; ".join(problems))
 
     # -- what attacks and the runner call -------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores of the real defense for a batch x in [0, 1]."""
+        """Class scores of the real defense for a batch x in the dataset's domain (regression: predictions)."""
         raise NotImplementedError
 
     def surrogate(self) -> nn.Module | None:
-        """A differentiable module approximating the defense, for BPDA; None when there is none."""
+        """A differentiable module approximating the defense, for BPDA; implemented exactly when
+        `surrogate_description` is declared."""
         return None
+
+    def undefended(self) -> nn.Module | None:
+        """The network without the defense step, which `undefended-not-broken` attacks at a budget that must
+        break it. By default the surrogate; a defense whose surrogate contains the defense itself (Defense-GAN's
+        straight-through BPDA) returns its classifier here."""
+        return self.surrogate()
 
     def exact_module(self) -> nn.Module:
         """An nn.Module with the defense's outputs whose autograd gives its exact (a.e.) gradient."""
@@ -51,8 +107,13 @@ class Defense:
         raise OTBenchError(f"defense '{self.name}' has no exact gradients")
 
     def metric_network(self) -> nn.Module | None:
-        """The embedding network that picks neighbours (a DML-net), for `dml-attack`; None if none."""
+        """The embedding network that picks neighbours (a DML-net), for `dml-attack`; implemented exactly
+        when `has_metric_network` is declared."""
         return None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The defense's internal code of x (OT-Classifier's Q(x)), for analyses that plot or test codes."""
+        raise OTBenchError(f"defense '{self.name}' has no embedding to show")
 
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         with torch.no_grad():

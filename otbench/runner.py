@@ -254,7 +254,7 @@ def undefended_check(defense: Defense, attack_name: str, attack_config: dict[str
     from . import checks as chk
 
     cls = ATTACKS.get(attack_name)
-    if not cls.bounded or cls.needs == "nothing" or defense.surrogate() is None:
+    if not cls.bounded or cls.needs == "nothing" or defense.undefended() is None:
         return []
     try:
         cls.check_capabilities(chk.UndefendedView)
@@ -286,5 +286,5 @@ def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...]) ->
 
 
 def _model_meta(defense: Defense) -> dict[str, Any]:
-    record = getattr(defense, "train_record", None)
+    record = defense.train_record
     return {"trained": record} if record else {}

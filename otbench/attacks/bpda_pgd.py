@@ -24,7 +24,7 @@ class BPDAModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         approx = self.surrogate(x)
-        if getattr(self.surrogate, "outputs_defense", False):
+        if self.defense.surrogate_outputs_defense:
             return approx  # a straight-through surrogate whose forward is the defense itself: no second call
         with torch.no_grad():
             real = self.defense.logits(x)

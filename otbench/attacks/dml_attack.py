@@ -43,7 +43,7 @@ class DMLAttack(Attack):
         if defense.task not in cls.tasks:
             raise OTBenchError(f"attack '{cls.name}' applies to {'/'.join(cls.tasks)} defenses, but "
                                f"'{defense.name}' is a {defense.task} defense")
-        if not getattr(defense, "has_metric_network", False):
+        if not defense.has_metric_network:
             raise OTBenchError(
                 f"attack '{cls.name}' attacks the metric-learning (DML) network that picks neighbours, and "
                 f"defense '{defense.name}' has no metric network; use 'bpda-pgd' or 'square'")

@@ -185,10 +185,8 @@ def reconstruct(generator: Generator, x: torch.Tensor, steps: int, restarts: int
 
 class IdentityBPDA(nn.Module):
     """Forward: the real defense (projection, then classifier). Backward: the projection as the identity,
-    i.e. the classifier's gradient at the projection (Athalye et al. 2018's BPDA for Defense-GAN).
-    `outputs_defense` tells otbench's BPDA wrapper that this forward already is the defense's output."""
-
-    outputs_defense = True
+    i.e. the classifier's gradient at the projection (Athalye et al. 2018's BPDA for Defense-GAN). Its forward
+    already is the defense's output, which DefenseGAN declares (`surrogate_outputs_defense`)."""
 
     def __init__(self, defense: "DefenseGAN") -> None:
         super().__init__()
@@ -207,6 +205,7 @@ class DefenseGAN(Defense):
     differentiable = False  # the projection is an inner optimisation: differentiated only through BPDA
     randomized = True  # random restarts
     surrogate_description = "the projection as the identity: the classifier's gradient at G(z*) (Athalye et al.)"
+    surrogate_outputs_defense = True
     presets = {"paper": {"train": {**CNN_PAPER, **GAN_PAPER}, "defense": REC_PAPER},
                "quick": {"train": {**CNN_QUICK, **GAN_QUICK}, "defense": REC_QUICK}}
 
