@@ -64,12 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="evaluate defenses under attacks; results go to the results database")
     p.add_argument("--defense", required=True, type=_csv, help="one or more, comma-separated")
     p.add_argument("--attack", required=True, type=_csv, help="one or more, comma-separated")
-    p.add_argument("--eps", type=_floats, default=None, help="comma-separated budgets (default: the paper's)")
+    p.add_argument("--eps", type=_floats, default=None,
+                   help="comma-separated budgets (default: each attack's own, `otbench list attacks`)")
     p.add_argument("--n", type=int, default=1000, help="number of test samples (paper: 1000)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the random test subset")
     p.add_argument("--chunk", type=int, default=100, help="samples per committed chunk (resume granularity)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--no-checks", action="store_true", help="skip the soundness diagnostics (README: Diagnostics)")
+    p.add_argument("--dry-run", action="store_true", help="check and print the run plan, compute nothing")
     _model_args(p)
     _common(p)
 
@@ -94,14 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The papers' budgets per attack (L2 on MNIST for OTAD; ngopt-cw's "eps" is NGOpt's mutation sigma).
-DEFAULT_EPS = {"square": [2.0, 3.0], "bpda-pgd": [2.0, 2.5, 3.0], "otad-exact-grad": [2.0, 2.5, 3.0],
-               "pgd": [0.1, 0.2, 0.3], "fgsm": [0.1, 0.2, 0.3], "eot-pgd": [0.1, 0.2, 0.3],
-               "dml-attack": [2.0, 2.5, 3.0], "ngopt-cw": [0.1, 0.15, 0.2], "cw-l2": [0.005],
-               "autoattack": [0.1, 0.2, 0.3], "none": [0.0],
-               "regression-l2": [0.1, 0.2, 0.5], "gaussian-noise": [0.1, 0.2, 0.5]}  # OTAD Table V (wine)
-
-
 def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from .registry import ATTACKS, DATASETS, DEFENSES, TABLES
 
@@ -113,7 +107,8 @@ def cmd_list(args: argparse.Namespace) -> dict[str, Any]:
                                "presets": sorted(c.presets)} for n in DEFENSES.names() for c in [DEFENSES.get(n)]}
     if "attacks" in kinds:
         out["attacks"] = {n: {"description": c.description, "threat_model": c.threat_model(),
-                              "defaults": c.defaults} for n in ATTACKS.names() for c in [ATTACKS.get(n)]}
+                              "defaults": c.defaults, "default_eps": list(c.default_eps)}
+                          for n in ATTACKS.names() for c in [ATTACKS.get(n)]}
     if "datasets" in kinds:
         out["datasets"] = DATASETS.names()
     if "tables" in kinds:
@@ -151,17 +146,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from .data import load_dataset
-    from .defense import create_defense
+    from .data import dataset_meta, load_dataset
+    from .defense import build_config, create_defense
     from .provenance import resolve_device
+    from .registry import DATASETS, DEFENSES
 
-    from .defense import build_config
-    from .registry import DEFENSES
-
-    build_config(DEFENSES.get(args.defense), args.preset, _overrides(args))  # names checked before loading data
+    cls = DEFENSES.get(args.defense)  # every name and setting is checked before any data is loaded
+    DATASETS.get(args.dataset)
+    overrides = _overrides(args)
+    build_config(cls, args.preset, overrides)
+    if cls.task != dataset_meta(args.dataset).task:
+        raise OTBenchError(f"defense '{args.defense}' is a {cls.task} defense and dataset '{args.dataset}' is a "
+                           f"{dataset_meta(args.dataset).task} dataset")
+    device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_root)
     start = time.time()
-    defense = create_defense(args.defense, data, args.preset, _overrides(args), resolve_device(args.device))
+    defense = create_defense(args.defense, data, args.preset, overrides, device)
     out = {"defense": args.defense, "dataset": args.dataset, "preset": args.preset,
            "train": defense.config.get("train"), "record": defense.train_record,
            "seconds": round(time.time() - start, 1)}
@@ -171,74 +171,28 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from .data import eval_subset, load_dataset
-    from .defense import create_defense
-    from .provenance import resolve_device
-    from .registry import ATTACKS
-    from .runner import run_suite
+    from .plan import RunPlan
     from .store import ResultStore
 
-    # every name and setting is checked before any data is loaded or any model trained
-    from .defense import build_config
-    from .registry import DATASETS, DEFENSES
-
-    for name in args.attack:
-        ATTACKS.get(name)
-        if args.eps is None and name not in DEFAULT_EPS:
-            raise OTBenchError(f"attack '{name}' has no default budget; give one with --eps")
-    DATASETS.get(args.dataset)
-    if args.n < 1 or args.chunk < 1:
-        raise OTBenchError(f"--n and --chunk must be at least 1, got --n {args.n} --chunk {args.chunk}")
-    overrides = _overrides(args)
-    from .config import merge
-    from .runner import split_attack_config
-
-    for attack, config in split_attack_config(overrides["attack"], args.attack).items():
-        config = {k: v for k, v in config.items() if k != "eot_samples"}
-        merge(ATTACKS.get(attack).defaults, config, f"{attack} attack")
-    for name in args.defense:
-        build_config(DEFENSES.get(name), args.preset, {k: overrides[k] for k in ("train", "defense")})
-        for attack in args.attack:
-            ATTACKS.get(attack).check_capabilities(DEFENSES.get(name))
-    data = load_dataset(args.dataset, args.data_root)
-    for name in args.defense:  # before any training: a classifier cannot fit float targets, nor the reverse
-        task = DEFENSES.get(name).task
-        if (task == "regression") != (data.num_classes == 0):
-            raise OTBenchError(f"defense '{name}' is a {task} defense and dataset '{args.dataset}' is a "
-                               f"{'regression' if data.num_classes == 0 else 'classification'} dataset")
-    subset = eval_subset(len(data.x_test), args.n, args.subset_seed)
+    plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=args.n,
+                        subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
+                        data_root=args.data_root, checks=not args.no_checks)
+    plan.validate()  # the whole plan, before any data is loaded or any model trained
+    if args.dry_run:
+        lines = plan.describe()
+        if not args.json:
+            print("\n".join(lines))
+        return {"plan": lines}
     store = ResultStore(args.results)
-    device = resolve_device(args.device)
-    summaries, worst, flags = [], [], []
-    plan = {a: args.eps if args.eps is not None else DEFAULT_EPS[a] for a in args.attack}
-    for defense_name in args.defense:
-        defense = create_defense(defense_name, data, args.preset, {k: overrides[k] for k in ("train", "defense")}, device)
-        result = run_suite(defense, plan, subset, store, overrides["attack"], seed=args.seed, chunk_size=args.chunk,
-                           progress=not args.quiet, checks=not args.no_checks)
-        summaries += [s.as_dict() for s in result.cells]
-        worst += result.worst_case
-        flags += [f.as_dict() for f in result.flags]
-        if args.json:
-            continue
-        for s in result.cells:
-            q = f", mean queries {s.mean_queries:.0f}" if s.mean_queries is not None else ""
-            nrm = f", mean norm {s.mean_norm:.3g}" if s.mean_norm is not None else ""
-            if s.adv_mse is not None:  # a regression cell: MSE, E and SMAPE (otbench.metrics)
-                print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: MSE clean {s.clean_mse:.4f}, "
-                      f"perturbed {s.adv_mse:.4f}, E {s.e:.4f}, SMAPE {s.smape:.4f} (n={s.n}{nrm}; "
-                      f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
-                continue
-            print(f"{s.dataset} {s.defense} [{s.preset}] {s.attack} eps={s.eps:g}: clean "
-                  f"{100 * s.clean_accuracy:.1f}%, robust {100 * s.robust_accuracy:.1f}% (n={s.n}{q}{nrm}; "
-                  f"{s.wall_seconds:.0f} s, {s.computed} computed now, rest from {store.path})")
-        for w in result.worst_case:
-            print(f"{defense_name} eps={w['eps']:g}: worst case over {', '.join(w['attacks'])}: robust "
-                  f"{100 * w['robust_accuracy']:.1f}% (n={w['n']})")
-        for f in result.flags:
-            print(f"  [{f.level}] {f.code}: {f.message}")
+    results = plan.execute(store, progress=not args.quiet)
+    if not args.json:
+        for result in results:
+            print("\n".join(result.lines(store.path)))
     store.close()
-    return {"cells": summaries, "worst_case": worst, "flags": flags, "subset_seed": subset.seed, "sample_ids": list(subset.ids),
-            "results": str(store.path)}
+    return {"cells": [s.as_dict() for r in results for s in r.cells],
+            "worst_case": [w for r in results for w in r.worst_case],
+            "flags": [f.as_dict() for r in results for f in r.flags], "subset_seed": args.subset_seed,
+            "sample_ids": list(results[0].sample_ids) if results else [], "results": str(store.path)}
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:

@@ -37,16 +37,19 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
         self._loaded = False
 
-    def register(self, name: str | None = None) -> Callable[[T], T]:
-        """Decorator: register `obj` under `name` (default: its __name__)."""
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
+        """Decorator: register `obj` under `name` (default: its __name__), with optional metadata that can be
+        read without building it (`meta(name)`: e.g. a dataset's task and test-set size)."""
 
         def deco(obj: T) -> T:
             key = name or obj.__name__  # type: ignore[attr-defined]
             if key in self._entries and self._entries[key] is not obj:
                 raise ValueError(f"{self.kind} '{key}' is registered twice")
             self._entries[key] = obj
+            self._meta[key] = dict(meta)
             if isinstance(obj, type):
                 obj.name = key  # a class knows the name it is registered under
                 check = getattr(obj, "check_declarations", None)
@@ -97,6 +100,10 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise OTBenchError(unknown_name_message(self.kind, name, self._entries))
         return self._entries[name]
+
+    def meta(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return dict(self._meta.get(name, {}))
 
     def create(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)  # type: ignore[operator]

@@ -51,6 +51,20 @@ class CellSummary:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def text(self, results: object = "the store") -> str:
+        """One line: what the cell measured, on how many samples, and how much came from the store."""
+        head = f"{self.dataset} {self.defense} [{self.preset}] {self.attack} eps={self.eps:g}"
+        norm = f", mean norm {self.mean_norm:.3g}" if self.mean_norm is not None else ""
+        tail = f"{self.wall_seconds:.0f} s, {self.computed} computed now, rest from {results}"
+        if self.adv_mse is not None:  # a regression cell: MSE, E and SMAPE (otbench.metrics)
+            return (f"{head}: MSE clean {self.clean_mse:.4f}, perturbed {self.adv_mse:.4f}, E {self.e:.4f}, SMAPE "
+                    f"{self.smape:.4f} (n={self.n}{norm}; {tail})")
+        if self.clean_accuracy is None:  # a regression cell without outputs (nothing stored yet)
+            return f"{head}: no samples (n={self.n}; {tail})"
+        queries = f", mean queries {self.mean_queries:.0f}" if self.mean_queries is not None else ""
+        return (f"{head}: clean {100 * self.clean_accuracy:.1f}%, robust {100 * self.robust_accuracy:.1f}% "
+                f"(n={self.n}{queries}{norm}; {tail})")
+
 
 def cell_identity(defense: Defense, attack: Attack, seed: int, subset_seed: int, chunk_size: int) -> dict:
     return {"defense": defense.identity, "attack": attack.name, "attack_config": attack.config,
@@ -175,6 +189,15 @@ class SuiteResult:
     cells: list[CellSummary]
     worst_case: list[dict[str, Any]]
     flags: list[Any]  # otbench.checks.Flag
+    sample_ids: tuple[int, ...] = ()
+
+    def lines(self, results: object = "the store") -> list[str]:
+        """What `otbench run` prints for one defense: its cells, the worst case per sample, the flags."""
+        out = [c.text(results) for c in self.cells]
+        out += [f"{w['defense']} eps={w['eps']:g}: worst case over {', '.join(w['attacks'])}: robust "
+                f"{100 * w['robust_accuracy']:.1f}% (n={w['n']})" for w in self.worst_case]
+        out += [f"  [{f.level}] {f.code}: {f.message}" for f in self.flags]
+        return out
 
 
 def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
@@ -218,7 +241,7 @@ def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSub
                  if c["seed"] == seed and c["subset_seed"] == subset.seed]
         flags += [f for f in chk.cell_flags(store, group) if set(f.cells) & set(cell_ids)]
         store.add_flags(flags)
-    return SuiteResult(summaries, worst, flags)
+    return SuiteResult(summaries, worst, flags, subset.ids)
 
 
 def split_attack_config(attack_config: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .config import config_hash
+
 RESULTS_ENV = "OTBENCH_RESULTS"
 DEFAULT_RESULTS = "otbench-results.sqlite"
 
@@ -63,6 +65,27 @@ class SampleRow:
     def robust(self) -> bool:
         """Correct on the clean input and on the adversarial one (the usual robust-accuracy count)."""
         return self.clean_pred == self.label and self.adv_pred == self.label
+
+
+@dataclass
+class AnalysisRecord:
+    """A stored analysis (a quantity that is not an attack cell: a relative error, a Lipschitz estimate, an
+    inference time...): per-sample values under an identity (the analysis, the defense config and its
+    parameters), with where and how it was computed."""
+
+    key: str
+    kind: str
+    dataset: str
+    defense: str
+    identity: dict[str, Any]
+    sample_ids: list[int]
+    vals: dict[str, list[Any]]
+    wall_seconds: float
+    machine: str
+    device: str
+    versions: dict[str, str]
+    command: str
+    created_at: float
 
 
 @dataclass
@@ -211,6 +234,49 @@ class ResultStore:
         finally:
             self.db.execute("DETACH DATABASE other")
         return counts
+
+    # -- analyses ----------------------------------------------------------------------------------
+    @staticmethod
+    def analysis_key(identity: dict[str, Any]) -> str:
+        """An analysis identity holds `analysis` (its kind) and `defense` (a dict with `name` and `dataset`)."""
+        return config_hash(identity, 24)
+
+    def _analysis(self, row: tuple) -> AnalysisRecord:
+        (key, kind, dataset, defense, identity, ids, vals, wall, host, device, versions, command, created) = row
+        return AnalysisRecord(key, kind, dataset, defense, json.loads(identity), json.loads(ids), json.loads(vals),
+                              wall, host, device, json.loads(versions), command, created)
+
+    def analysis(self, identity: dict[str, Any]) -> AnalysisRecord | None:
+        row = self.db.execute("SELECT * FROM analyses WHERE key = ?", (self.analysis_key(identity),)).fetchone()
+        return None if row is None else self._analysis(row)
+
+    def analyses(self, **where: Any) -> list[AnalysisRecord]:
+        """Stored analyses, filtered by column (kind, dataset, defense)."""
+        unknown = set(where) - {"kind", "dataset", "defense"}
+        if unknown:
+            raise ValueError(f"analyses can be filtered by kind, dataset and defense, not {sorted(unknown)}")
+        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
+        cur = self.db.execute(f"SELECT * FROM analyses WHERE {clause} ORDER BY created_at", tuple(where.values()))
+        return [self._analysis(r) for r in cur.fetchall()]
+
+    def save_analysis(self, identity: dict[str, Any], ids: list[int], vals: dict[str, list[Any]], wall: float,
+                      device: str, command: str, host: str, versions: dict[str, str]) -> AnalysisRecord:
+        """Store an analysis; samples already stored under the same identity are kept (a larger n only adds
+        the missing ones), so their values, times and commands accumulate."""
+        old = self.analysis(identity)
+        if old is not None:
+            keep = [i for i, s in enumerate(old.sample_ids) if s not in set(ids)]
+            ids = [old.sample_ids[i] for i in keep] + list(ids)
+            vals = {k: [old.vals[k][i] for i in keep] + list(v) for k, v in vals.items()}
+            wall += old.wall_seconds
+            command = old.command if command in old.command else old.command + " | " + command
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO analyses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (self.analysis_key(identity), identity["analysis"], identity["defense"]["dataset"],
+                             identity["defense"]["name"], json.dumps(identity, sort_keys=True, default=str),
+                             json.dumps(list(ids)), json.dumps(vals), wall, host, device,
+                             json.dumps(versions, sort_keys=True), command, time.time()))
+        return self.analysis(identity)  # type: ignore[return-value]
 
     def runs(self, cell_id: str) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))

@@ -97,7 +97,7 @@ def cli(*args):
     (["run", "--defense", "otad", "--attack", "square", "--eps", "two"], "comma-separated numbers"),
     (["run", "--defense", "otad", "--attack", "square", "--dataset", "cifar"], "unknown dataset 'cifar'"),
     (["run", "--defense", "otad", "--attack", "square", "--config", "/nonexistent.toml"], "does not exist"),
-    (["run", "--defense", "otad", "--attack", "square", "--chunk", "0"], "must be at least 1"),
+    (["run", "--defense", "otad", "--attack", "square", "--chunk", "0"], "--chunk must be an integer of at least 1"),
     (["run", "--defense", "otad", "--attack", "pgd"], "not differentiable. Use 'bpda-pgd'"),
     (["run", "--defense", "otad", "--attack", "square", "--preset", "fast"], "valid: paper, quick"),
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.stepz=3"], "unknown attack setting 'stepz'"),

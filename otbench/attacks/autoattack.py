@@ -24,11 +24,12 @@ class AutoAttack(Attack):
     needs = "gradients"
     norms = ("L2", "Linf")
     defaults = {"norm": "Linf", "version": "standard"}
+    default_eps = (0.1, 0.2, 0.3)
 
-    def __init__(self, defense, eps: float, **config) -> None:
-        super().__init__(defense, eps, **config)
-        if self.config["version"] not in VERSIONS:
-            raise OTBenchError(f"autoattack: unknown version '{self.config['version']}'; valid: {', '.join(VERSIONS)}")
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
+        if config["version"] not in VERSIONS:
+            raise OTBenchError(f"autoattack: unknown version '{config['version']}'; valid: {', '.join(VERSIONS)}")
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         try:

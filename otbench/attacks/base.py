@@ -6,6 +6,7 @@ naming the alternatives (ART checks estimator capabilities the same way).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,31 +43,48 @@ class Attack:
     bounded: ClassVar[bool] = True
     tasks: ClassVar[tuple[str, ...]] = ("classification",)  # defense tasks this attack applies to
     defaults: ClassVar[dict[str, Any]] = {}
+    # the budgets a run uses when none is given (the papers' own, where they give one)
+    default_eps: ClassVar[tuple[float, ...]] = ()
     # True when the attack works in any input domain (clamps to data.domain); the others assume [0, 1]
     any_domain: ClassVar[bool] = False
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
-        eot = config.pop("eot_samples", 1)
-        self.config = merge(self.defaults, config, f"{self.name} attack")
-        if eot != 1:  # stored only when used, so cells without EOT keep their identity
-            if self.needs not in GRADIENT_NEEDS or not isinstance(eot, int) or eot < 1:
-                raise OTBenchError(f"eot_samples applies to gradient attacks and must be an integer >= 1; "
-                                   f"'{self.name}' needs {self.needs}, got eot_samples={eot!r}")
-            self.config["eot_samples"] = eot
-        if "norm" in self.config and self.config["norm"] not in self.norms:
-            raise OTBenchError(f"{self.name}: unknown norm '{self.config['norm']}'; valid: {', '.join(self.norms)}")
-        if eps < 0:
-            raise OTBenchError(f"eps must be >= 0, got {eps}")
+        self.config = self.settings(config, eps)
         self.defense, self.eps = defense, float(eps)
         self.check_capabilities(type(defense))
         self.check_domain(defense)
 
-    def require_positive(self, *keys: str) -> None:
-        """Settings that must be integers >= 1 (steps, samples): checked before any work."""
+    @classmethod
+    def settings(cls, config: dict[str, Any], eps: float) -> dict[str, Any]:
+        """The attack's full settings for `config` at `eps`, validated without a defense (the run plan calls
+        this before any data is loaded): types from the defaults, the norm, eot_samples, eps, then the
+        attack's own ranges (`check_settings`)."""
+        config = dict(config)
+        eot = 1 if "eot_samples" in cls.defaults else config.pop("eot_samples", 1)
+        out = merge(cls.defaults, config, f"{cls.name} attack")
+        if eot != 1:  # stored only when used, so cells without EOT keep their identity
+            if cls.needs not in GRADIENT_NEEDS or isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+                raise OTBenchError(f"eot_samples applies to gradient attacks and must be an integer >= 1; "
+                                   f"'{cls.name}' needs {cls.needs}, got eot_samples={eot!r}")
+            out["eot_samples"] = eot
+        if "norm" in out and out["norm"] not in cls.norms:
+            raise OTBenchError(f"{cls.name}: unknown norm '{out['norm']}'; valid: {', '.join(cls.norms)}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+            raise OTBenchError(f"eps must be a finite number >= 0, got {eps!r}")
+        cls.check_settings(out, float(eps))
+        return out
+
+    @classmethod
+    def check_settings(cls, config: dict[str, Any], eps: float) -> None:
+        """Ranges of the attack's own settings (one-line OTBenchError naming the valid values); a hook."""
+
+    @classmethod
+    def require_positive(cls, config: dict[str, Any], *keys: str) -> None:
+        """Settings that must be integers >= 1 (steps, samples)."""
         for key in keys:
-            value = self.config[key]
+            value = config[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OTBenchError(f"{self.name}: {key} must be an integer of at least 1, got {value!r}")
+                raise OTBenchError(f"{cls.name}: {key} must be an integer of at least 1, got {value!r}")
 
     @property
     def domain(self) -> tuple[float, float] | None:

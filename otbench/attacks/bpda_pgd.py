@@ -36,6 +36,7 @@ class BPDAPGD(Attack):
     description = "PGD whose backward pass goes through the defense's declared surrogate (BPDA)"
     needs = "surrogate-gradients"
     defaults = {**PGD_DEFAULTS, "norm": "L2"}
+    default_eps = (2.0, 2.5, 3.0)  # OTAD Table II (L2, MNIST)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         adv = run_pgd(self.eot(BPDAModule(self.defense)), self.config, self.eps, images, labels, seed, self.defense.device)

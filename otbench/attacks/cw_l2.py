@@ -82,6 +82,7 @@ class CWL2(Attack):
     eps_meaning = "distortion threshold in the chosen norm (RMS = ||delta||_2 / sqrt(d), the OT-Classifier's l2)"
     defaults = {"norm": "RMS", "c": 1e-3, "kappa": 0.0, "steps": 1000, "lr": 0.01, "binary_search_steps": 9,
                 "abort_early": True}
+    default_eps = (0.005,)  # OT-Classifier Table 2: RMS distortion
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         cfg, device = self.config, self.defense.device

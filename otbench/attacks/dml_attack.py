@@ -29,14 +29,18 @@ class DMLAttack(Attack):
                    "defense's metric network only")
     # No `random_start` setting: at delta = 0 the distance has zero gradient, so the start is always random.
     defaults = {"norm": "L2", "steps": 100, "step_ratio": 2.5}
+    default_eps = (2.0, 2.5, 3.0)
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
-        self.require_positive("steps")
         self.embed = defense.metric_network()
         if self.embed is None:
             raise OTBenchError(f"attack '{self.name}': defense '{defense.name}' declares a metric network "
                                f"but metric_network() returned None")
+
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
+        cls.require_positive(config, "steps")
 
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:

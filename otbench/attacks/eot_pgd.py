@@ -10,12 +10,10 @@ adversarial training.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..defense import Defense
 from ..registry import register_attack
 from .ascent import input_grad, pgd_ascent
 from .base import Attack, AttackOutput
@@ -27,13 +25,11 @@ class EOTPGD(Attack):
                    "defense (EOT, Athalye et al. 2018)")
     needs = "gradients"
     defaults = {**PGD_DEFAULTS, "eot_samples": 20}
+    default_eps = (0.1, 0.2, 0.3)
 
-    def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
-        samples = config.get("eot_samples", self.defaults["eot_samples"])
-        super().__init__(defense, eps, **config)
-        # Attack.__init__ may treat eot_samples as a generic setting with default 1; ours defaults to 20
-        self.config["eot_samples"] = samples
-        self.require_positive("steps", "eot_samples")
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
+        cls.require_positive(config, "steps", "eot_samples")
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         model, device = self.defense.module(), self.defense.device

@@ -19,6 +19,7 @@ class FGSM(Attack):
     description = "fast gradient sign method: one step of size eps along the loss gradient (Goodfellow et al. 2015)"
     needs = "gradients"
     defaults = {"norm": "Linf"}
+    default_eps = (0.1, 0.2, 0.3)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         model, device = self.defense.module(), self.defense.device

@@ -24,6 +24,7 @@ class GaussianNoise(Attack):
     tasks = ("classification", "regression")
     defaults = {"norm": "L2"}
     any_domain = True
+    default_eps = (0.1, 0.2, 0.5)  # OTAD Table V (wine)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

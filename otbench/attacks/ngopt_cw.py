@@ -62,13 +62,16 @@ class NGOptCW(Attack):
     eps_meaning = ("NGOpt's mutation sigma (initial per-pixel std of its Gaussian mutation), not a norm bound; "
                    "the L2 norms reached are recorded")
     defaults = {"norm": "L2", "budget": 850, "c": 1.0, "kappa": 0.0, "optimizer": "NGOpt"}
+    default_eps = (0.1, 0.15, 0.2)  # OTAD Table I: NGOpt's mutation sigma
 
-    def __init__(self, defense, eps: float, **config) -> None:
-        super().__init__(defense, eps, **config)
-        if self.config["optimizer"] not in ng.optimizers.registry:
-            raise OTBenchError(f"ngopt-cw: unknown nevergrad optimizer '{self.config['optimizer']}'")
-        if self.config["budget"] < 1:
-            raise OTBenchError("ngopt-cw: budget must be >= 1")
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
+        if config["optimizer"] not in ng.optimizers.registry:
+            raise OTBenchError(f"ngopt-cw: unknown nevergrad optimizer '{config['optimizer']}' (e.g. NGOpt, "
+                               f"OnePlusOne, CMA; nevergrad.optimizers.registry lists them)")
+        cls.require_positive(config, "budget")
+        if eps <= 0:
+            raise OTBenchError(f"ngopt-cw: eps is NGOpt's mutation sigma and must be > 0, got {eps:g}")
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         n, budget, c, kappa = len(images), self.config["budget"], self.config["c"], self.config["kappa"]

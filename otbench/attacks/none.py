@@ -15,11 +15,12 @@ class NoAttack(Attack):
     norms = ()
     eps_meaning = "ignored (must be 0)"
     any_domain = True
+    default_eps = (0.0,)
 
-    def __init__(self, defense, eps: float, **config) -> None:
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
         if eps != 0:
             raise OTBenchError(f"attack 'none' evaluates clean inputs; its eps must be 0, got {eps:g}")
-        super().__init__(defense, eps, **config)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         return AttackOutput(images.clone(), torch.zeros(len(images), dtype=torch.long))

@@ -20,6 +20,7 @@ class OTADExactGrad(Attack):
     description = "PGD through the exact (a.e.) gradient of the defense's CIP solution, no surrogate"
     needs = "piecewise-gradients"
     defaults = {**PGD_DEFAULTS, "norm": "L2"}
+    default_eps = (2.0, 2.5, 3.0)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         adv = run_pgd(self.eot(self.defense.exact_module()), self.config, self.eps, images, labels, seed,

@@ -27,6 +27,7 @@ class PGD(Attack):
     description = "projected gradient descent with random start (torchattacks PGD / PGDL2)"
     needs = "gradients"
     defaults = PGD_DEFAULTS
+    default_eps = (0.1, 0.2, 0.3)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         adv = run_pgd(self.model(), self.config, self.eps, images, labels, seed, self.defense.device)

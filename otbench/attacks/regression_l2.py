@@ -7,7 +7,6 @@ attacked directly. Labels are floats of shape (n,) or (n, outputs).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
@@ -27,11 +26,12 @@ class RegressionL2(Attack):
     needs = "surrogate-gradients"
     tasks = ("regression",)
     defaults = {**PGD_DEFAULTS, "norm": "L2"}
+    default_eps = (0.1, 0.2, 0.5)  # OTAD Table V (wine)
     any_domain = True  # clamps to the dataset's domain (none when unbounded)
 
-    def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
-        super().__init__(defense, eps, **config)
-        self.require_positive("steps")
+    @classmethod
+    def check_settings(cls, config: dict, eps: float) -> None:
+        cls.require_positive(config, "steps")
 
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:

@@ -24,6 +24,7 @@ class Square(Attack):
     description = "Square attack, random search on the margin loss (torchattacks); papers/otad.txt Table III"
     needs = "scores"
     defaults = {"norm": "L2", "n_queries": 2000, "p_init": 0.8, "n_restarts": 1, "loss": "margin"}
+    default_eps = (2.0, 3.0)  # OTAD Table III (L2, MNIST)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         model = self.defense.module()

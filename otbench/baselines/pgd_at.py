@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from otbench.common.adversarial import pgd_perturbation
 from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK, load_or_train

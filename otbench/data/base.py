@@ -44,6 +44,20 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class DatasetMeta:
+    """What a registered dataset declares about itself (register_dataset's keywords), readable without loading
+    it, so a run plan is checked before any data is loaded: its task, input domain and test-set size."""
+
+    task: str = "classification"  # or "regression" (num_classes 0, float targets)
+    domain: tuple[float, float] | None = (0.0, 1.0)
+    test_size: int | None = None  # None: known only once loaded (a user's own file)
+
+
+def dataset_meta(name: str) -> DatasetMeta:
+    return DatasetMeta(**DATASETS.meta(name))
+
+
+@dataclass(frozen=True)
 class EvalSubset:
     """The test samples a run evaluates: ids into the test split, drawn by a recorded seed."""
 

@@ -77,7 +77,7 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
     return np.vstack(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", test_size=10_000)
 def cifar10(root: Path) -> Dataset:
     source = root
     if not _has_files(root):

@@ -120,7 +120,7 @@ def _gaussian_dataset(std: float) -> Dataset:
 
 
 def _register_gaussian(std: float) -> None:
-    @register_dataset(f"gaussian-sphere-{std:g}")
+    @register_dataset(f"gaussian-sphere-{std:g}", test_size=N_TEST)
     def load(root: Path | None = None) -> Dataset:  # the root is not used: the data are generated
         return _gaussian_dataset(std)
 

@@ -68,11 +68,11 @@ def _load_torchvision(cls, folder: str, name: str, root: Path) -> Dataset:
                    test.targets.long(), 10, str(root / folder / "raw"))
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", test_size=10_000)
 def mnist(root: Path) -> Dataset:
     return _load_torchvision(datasets.MNIST, "MNIST", "mnist", root)
 
 
-@register_dataset("fashion-mnist")
+@register_dataset("fashion-mnist", test_size=10_000)
 def fashion_mnist(root: Path) -> Dataset:
     return _load_torchvision(datasets.FashionMNIST, "FashionMNIST", "fashion-mnist", root)

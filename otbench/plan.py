@@ -1,0 +1,130 @@
+"""A run plan: which defenses `otbench run` (or `otbench report --fill`) evaluates under which attacks and
+budgets. It is built once, validated as a whole before any data is loaded, any model trained or any file
+written (`validate`), printed by `--dry-run` (`describe`), then executed defense by defense through the runner
+(`execute`), which commits every finished chunk to the results store."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import SECTIONS
+from .data import dataset_meta, eval_subset, load_dataset
+from .defense import build_config, create_defense
+from .errors import OTBenchError
+from .provenance import resolve_device
+from .registry import ATTACKS, DATASETS, DEFENSES
+from .runner import DEFAULT_CHUNK, SuiteResult, run_suite, split_attack_config
+from .store import ResultStore
+
+
+@dataclass(frozen=True)
+class AttackJob:
+    name: str
+    eps: tuple[float, ...]
+    config: dict[str, Any] = field(default_factory=dict)  # this attack's own settings (defaults filled later)
+
+
+@dataclass(frozen=True)
+class DefenseJob:
+    name: str
+    preset: str
+    overrides: dict[str, dict[str, Any]]  # {"train": {...}, "defense": {...}}
+    attacks: tuple[AttackJob, ...]
+
+
+@dataclass
+class RunPlan:
+    dataset: str
+    jobs: list[DefenseJob]
+    n: int
+    subset_seed: int = 0
+    seed: int = 0
+    chunk: int = DEFAULT_CHUNK
+    device: str = "auto"
+    data_root: str | None = None
+    checks: bool = True
+
+    @classmethod
+    def grid(cls, dataset: str, defenses: list[str], attacks: list[str], eps: list[float] | None, preset: str,
+             overrides: dict[str, dict[str, Any]], **options: Any) -> "RunPlan":
+        """Every defense under every attack, each at `eps` (default: the attack's own `default_eps`). Attack
+        settings: `KEY` goes to every attack that has it, `NAME.KEY` to attack NAME only."""
+        for name in attacks:
+            ATTACKS.get(name)
+            if eps is None and not ATTACKS.get(name).default_eps:
+                raise OTBenchError(f"attack '{name}' has no default budget; give one with --eps")
+        per_attack = split_attack_config(overrides.get("attack"), attacks)
+        jobs = [AttackJob(a, tuple(eps) if eps is not None else ATTACKS.get(a).default_eps, per_attack[a])
+                for a in attacks]
+        methods = {s: overrides.get(s, {}) for s in SECTIONS if s != "attack"}
+        return cls(dataset, [DefenseJob(d, preset, methods, tuple(jobs)) for d in defenses], **options)
+
+    # -- checking ---------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Every name, setting, budget and capability of the plan, without loading data or building a model;
+        the first problem is a one-line OTBenchError naming the valid choices."""
+        DATASETS.get(self.dataset)
+        meta = dataset_meta(self.dataset)
+        for option in ("n", "chunk"):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OTBenchError(f"--{option} must be an integer of at least 1, got {value!r}")
+        for option in ("seed", "subset_seed"):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise OTBenchError(f"--{option.replace('_', '-')} must be an integer >= 0, got {value!r}")
+        if not self.jobs:
+            raise OTBenchError("the run plan is empty: give at least one defense and one attack")
+        for job in self.jobs:
+            cls = DEFENSES.get(job.name)
+            build_config(cls, job.preset, job.overrides)  # presets, setting names and types
+            if cls.task != meta.task:
+                raise OTBenchError(f"defense '{job.name}' is a {cls.task} defense and dataset '{self.dataset}' is a "
+                                   f"{meta.task} dataset")
+            for attack in job.attacks:
+                acls = ATTACKS.get(attack.name)
+                acls.check_capabilities(cls)
+                if meta.domain != (0.0, 1.0) and not acls.any_domain:
+                    ok = sorted(n for n in ATTACKS.names() if ATTACKS.get(n).any_domain)
+                    raise OTBenchError(f"attack '{attack.name}' assumes inputs in [0, 1], but dataset '{self.dataset}' "
+                                       f"has input domain {'unbounded' if meta.domain is None else list(meta.domain)}; "
+                                       f"attacks that support it: {', '.join(ok)}")
+                if not attack.eps:
+                    raise OTBenchError(f"attack '{attack.name}' has no budget to run at; give one with --eps")
+                for eps in attack.eps:
+                    if not isinstance(eps, (int, float)) or not math.isfinite(eps):
+                        raise OTBenchError(f"eps must be a finite number, got {eps!r} for attack '{attack.name}'")
+                    acls.settings(attack.config, eps)
+        resolve_device(self.device)
+
+    def describe(self) -> list[str]:
+        """The plan as lines a person can check before it runs (`--dry-run`)."""
+        lines = [f"dataset {self.dataset}: {self.n} test samples (subset seed {self.subset_seed}), attack seed "
+                 f"{self.seed}, chunks of {self.chunk}, device {self.device}, checks {'on' if self.checks else 'off'}"]
+        cells = 0
+        for job in self.jobs:
+            sets = ", ".join(f"{s}.{k}={v}" for s, kv in job.overrides.items() for k, v in kv.items())
+            lines.append(f"defense {job.name} [preset {job.preset}]" + (f" with {sets}" if sets else ""))
+            for attack in job.attacks:
+                settings = ATTACKS.get(attack.name).settings(attack.config, attack.eps[0])
+                lines.append(f"  {attack.name} at eps {', '.join(f'{e:g}' for e in attack.eps)}: "
+                             + ", ".join(f"{k}={v}" for k, v in settings.items()))
+                cells += len(attack.eps)
+        lines.append(f"{cells} cells, {cells * self.n} attacked samples at most (stored ones are not recomputed)")
+        return lines
+
+    # -- running ----------------------------------------------------------------------------------------------
+    def execute(self, store: ResultStore, progress: bool = True) -> list[SuiteResult]:
+        """Load the data, build each defense (training it if no cached model matches) and run its cells."""
+        data = load_dataset(self.dataset, self.data_root)
+        subset = eval_subset(len(data.x_test), self.n, self.subset_seed)
+        device = resolve_device(self.device)
+        results = []
+        for job in self.jobs:
+            defense = create_defense(job.name, data, job.preset, job.overrides, device)
+            budgets = {a.name: list(a.eps) for a in job.attacks}
+            configs = {a.name: dict(a.config) for a in job.attacks}
+            results.append(run_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
+                                     progress=progress, checks=self.checks))
+        return results
