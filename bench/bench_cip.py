@@ -1,4 +1,4 @@
-"""Throughput of the batched exact CIP solver (defenses/otad/cip.py) against the per-sample cvxpy +
+"""Throughput of the batched exact CIP solver (otbench/defenses/otad/cip.py) against the per-sample cvxpy +
 Clarabel reference (tests/cip_reference.py), measured in the same run.
 
     python bench/bench_cip.py [--n N] [--device cpu|cuda]

@@ -1,5 +1,5 @@
 """Table IX three ways in one run: OTAD-T's inference time per sample with the per-sample conic solver (cvxpy +
-Clarabel, tests/cip_reference.py), the exact batched solver (defenses/otad/cip.py) and CIP-net (OTAD-T-NN),
+Clarabel, tests/cip_reference.py), the exact batched solver (otbench/defenses/otad/cip.py) and CIP-net (OTAD-T-NN),
 printing speed ratios against each other and CIP-net's accuracy cost against the exact solver.
 
     python bench/bench_otad_t.py [--dataset fashion-mnist] [--preset quick] [--n 50] [--conic-n 10]

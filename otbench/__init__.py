@@ -1,12 +1,18 @@
 """otbench: a benchmarking harness for adversarial robustness.
 
-The core is small and each part is one module or package:
-registry (named factories for defenses, attacks, datasets, report tables), defense (the Defense base class
-and its declared capabilities), attacks/ (one attack per file), data/ (dataset loaders), runner (defense x
-attack x eps cells, evaluated in resumable chunks), store (the SQLite results database), checks (soundness
-diagnostics), report/ (paper tables and figures), interfaces/ (torchattacks, ART, foolbox, RobustBench),
-cli (`otbench list|train|run|report|merge`). The defenses themselves live in the top-level `defenses/` (the
-OT methods) and `baselines/` (what they are compared with) packages.
+Three layers, each imported only from above (README.md, "Architecture"):
+
+- the core, which knows no method and no paper: registry (named factories for defenses, attacks, datasets, report
+  tables), defense (the Defense interface and its declared capabilities), attacks/ (one attack per file), data/
+  (dataset loaders), plan (validated run plans), runner (cells evaluated in resumable chunks through the guard),
+  store (the SQLite results database), checks (soundness diagnostics), report/ (the Table protocol and its
+  engine), interfaces/ (torchattacks, ART, foolbox, RobustBench), cli (`otbench list|train|run|report|merge`);
+- the methods: common/ (what they share: the FC ResNet, its training, exact K-NN, adversarial training),
+  defenses/ (the OT methods) and baselines/ (what they are compared with);
+- papers/: one package per paper, its tables, figures and published values.
+
+Methods and papers are registered through the entry-point groups `otbench.defenses` and `otbench.tables`, the way
+an outside package adds its own.
 """
 from importlib.metadata import PackageNotFoundError, version
 

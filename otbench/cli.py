@@ -196,26 +196,36 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import load_dataset
     from .registry import DEFENSES, TABLES
-    from .report.fill import fill_table
-    from .report.render import render_table
+    from .report.table import ReportContext
     from .store import ResultStore
 
-    names = args.tables or TABLES.names()
-    specs = [TABLES.get(n)() for n in names]
+    specs = [TABLES.get(n)() for n in (args.tables or TABLES.names())]
     known = sorted({p for n in DEFENSES.names() for p in DEFENSES.get(n).presets})
     for option, value in (("--preset", args.preset), ("--fallback", args.fallback)):
         if value is not None and value not in known:  # a typo would otherwise render every cell 'not run'
             raise OTBenchError(f"unknown {option} '{value}'; valid: {', '.join(known)}")
+    ctx = ReportContext(preset=args.preset, fallback=args.fallback, n=args.n, seed=args.seed,
+                        subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
+                        progress=not args.quiet)
     store = ResultStore(args.results)
-    if args.fill:  # a table with its own kind of content (an AnalysisTable) fills and renders itself
+    if args.fill:
         for spec in specs:
-            spec.fill(store, args) if hasattr(spec, "fill") else fill_table(spec, store, args)
+            problems = []
+            for dataset in spec.datasets():
+                try:
+                    load_dataset(dataset, args.data_root)
+                except OTBenchError as exc:
+                    problems.append(str(exc))
+            if len(problems) == len(spec.datasets()):  # none of its data is on this machine: skip, fill the rest
+                print(f"{spec.name}: not filled, {problems[0]}", file=sys.stderr)
+                continue
+            spec.fill(store, ctx)
     written = {}
     out_dir = Path(args.out or Path("reports") / args.preset)
     for spec in specs:
-        paths = spec.render(store, out_dir, args.preset, args.fallback) if hasattr(spec, "render") else \
-            render_table(spec, store, out_dir, args.preset, args.fallback)
+        paths = spec.render(store, out_dir, ctx)
         written[spec.name] = [str(p) for p in paths]
         if not args.json:
             print(f"{spec.name}: " + ", ".join(str(p) for p in paths))

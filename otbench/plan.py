@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SECTIONS
-from .data import dataset_meta, eval_subset, load_dataset
-from .defense import build_config, create_defense
+from .data import EvalSubset, dataset_meta, eval_subset, load_dataset
+from .defense import Defense, build_config, create_defense
 from .errors import OTBenchError
 from .provenance import resolve_device
 from .registry import ATTACKS, DATASETS, DEFENSES
@@ -44,6 +44,7 @@ class RunPlan:
     device: str = "auto"
     data_root: str | None = None
     checks: bool = True
+    auto_eot: bool = True  # False: attack settings exactly as given (report tables), no EOT added
 
     @classmethod
     def grid(cls, dataset: str, defenses: list[str], attacks: list[str], eps: list[float] | None, preset: str,
@@ -120,11 +121,13 @@ class RunPlan:
         data = load_dataset(self.dataset, self.data_root)
         subset = eval_subset(len(data.x_test), self.n, self.subset_seed)
         device = resolve_device(self.device)
-        results = []
-        for job in self.jobs:
-            defense = create_defense(job.name, data, job.preset, job.overrides, device)
-            budgets = {a.name: list(a.eps) for a in job.attacks}
-            configs = {a.name: dict(a.config) for a in job.attacks}
-            results.append(run_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
-                                     progress=progress, checks=self.checks))
-        return results
+        return [self.run_job(job, create_defense(job.name, data, job.preset, job.overrides, device), subset, store,
+                             progress) for job in self.jobs]
+
+    def run_job(self, job: DefenseJob, defense: Defense, subset: EvalSubset, store: ResultStore,
+                progress: bool = True) -> SuiteResult:
+        """One defense's cells, on a defense the caller built (an analysis that needs the defense too)."""
+        budgets = {a.name: list(a.eps) for a in job.attacks}
+        configs = {a.name: dict(a.config) for a in job.attacks}
+        return run_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
+                         progress=progress, checks=self.checks, auto_eot=self.auto_eot)

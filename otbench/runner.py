@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .attacks import Attack
+from .attacks import Attack, AttackOutput
 from .attacks.base import GRADIENT_NEEDS
 from .config import config_hash
 from .data import Dataset, EvalSubset
@@ -120,6 +120,23 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
     return summarize(store, cell_id, data.name, defense, attack, subset, computed)
 
 
+def guarded_attack(attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[AttackOutput, torch.Tensor]:
+    """Run `attack` on (x, y) and check every perturbation against its threat model (otbench.guard): the one
+    way adversarial inputs reach a result, a stored cell or an analysis. Returns the output and the norms."""
+    out = attack(x, y, seed=seed)
+    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded,
+                               attack.defense.data.domain)
+    return out, norms
+
+
+def attacked_inputs(defense: Defense, attack_name: str, eps: float, config: dict[str, Any], x: torch.Tensor,
+                    y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Adversarial versions of x under a registered attack, through the guard (for analyses that need the
+    inputs themselves, e.g. codes of adversarial images)."""
+    check_task(defense)
+    return guarded_attack(ATTACKS.get(attack_name)(defense, eps, **config), x, y, seed)[0].adv
+
+
 def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[int],
                    seed: int) -> tuple[list[SampleRow], list[OutputRow] | None]:
     """The rows of one chunk; for a regression defense also its outputs (None for classification)."""
@@ -128,8 +145,7 @@ def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[in
     if is_regression(defense):
         return _evaluate_regression(defense, attack, x, y, ids, seed)
     clean = defense.predict(x)
-    out = attack(x, y, seed=seed)
-    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded, data.domain)
+    out, norms = guarded_attack(attack, x, y, seed)
     adv = defense.predict(out.adv)  # the harness evaluates the adversarial inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     return [SampleRow(i, int(l), int(c), int(a), float(nrm), None if q is None else int(q))
@@ -150,9 +166,7 @@ def _outputs(defense: Defense, x: torch.Tensor, batch_size: int = 1000) -> torch
 def _evaluate_regression(defense: Defense, attack: Attack, x: torch.Tensor, y: torch.Tensor, ids: list[int],
                          seed: int) -> tuple[list[SampleRow], list[OutputRow]]:
     clean = _outputs(defense, x)
-    out = attack(x, y, seed=seed)
-    norms = check_threat_model(x, out.adv, attack.norm, attack.eps, attack.name, attack.bounded,
-                               defense.data.domain)
+    out, norms = guarded_attack(attack, x, y, seed)
     adv = _outputs(defense, out.adv)  # the harness evaluates the perturbed inputs itself
     queries = out.queries.tolist() if out.queries is not None else [None] * len(ids)
     rows = [SampleRow(i, 0, 0, 0, float(nrm), None if q is None else int(q))
@@ -202,9 +216,11 @@ class SuiteResult:
 
 def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
               attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-              progress: bool = True, checks: bool = True) -> SuiteResult:
+              progress: bool = True, checks: bool = True, auto_eot: bool = True) -> SuiteResult:
     """Every (attack, eps) cell for one defense, the worst case per sample over the attacks at each eps,
-    and the soundness diagnostics of otbench.checks, recorded in the store beside the cells."""
+    and the soundness diagnostics of otbench.checks, recorded in the store beside the cells. With `auto_eot`
+    a randomized defense gets EOT for its gradient attacks; without, the settings are exactly the caller's
+    (a report table's cells must carry the settings the table names)."""
     from . import checks as chk
 
     per_attack = split_attack_config(attack_config, list(attacks))
@@ -219,7 +235,7 @@ def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSub
     by_eps: dict[float, list[str]] = {}
     for name, eps_list in attacks.items():
         config = dict(per_attack[name])
-        if randomized and ATTACKS.get(name).needs in chk.GRADIENT_LIKE and "eot_samples" not in config:
+        if auto_eot and randomized and ATTACKS.get(name).needs in chk.GRADIENT_LIKE and "eot_samples" not in config:
             config["eot_samples"] = chk.DEFAULT_EOT  # a randomized defense gets EOT (Athalye et al. 2018)
         for eps in eps_list:
             s = run_cell(defense, name, eps, subset, store, config, seed, chunk_size, progress)

@@ -1,4 +1,4 @@
-"""Per-sample reference for defenses/otad/cip.py: eqs. 15-16 of papers/otad.txt written out literally
+"""Per-sample reference for otbench/defenses/otad/cip.py: eqs. 15-16 of papers/otad.txt written out literally
 in cvxpy and solved by Clarabel, one test point at a time (Algorithm 2 as the public code runs it).
 Used only by the tests and bench/bench_cip.py."""
 from __future__ import annotations

@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-
 from support import DATA, TINY_TRAIN, mnist_available, tiny_overrides
 
 

@@ -24,7 +24,6 @@ Cost besides the defense: ~1 ms of nevergrad bookkeeping per sample and step, an
 """
 from __future__ import annotations
 
-import nevergrad as ng
 import numpy as np
 import torch
 
@@ -41,8 +40,10 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(name: str, dim: int, sigma: float, budget: int, seed: int,
-                   index: int) -> ng.optimization.base.Optimizer:
+                   index: int) -> "ng.optimization.base.Optimizer":
     """Sample `index`'s optimizer over a perturbation of `dim` values, mutation sigma `sigma`."""
+    import nevergrad as ng  # here, not at import: nevergrad takes most of a second to load
+
     param = ng.p.Array(init=np.zeros(dim)).set_mutation(sigma=sigma)
     # one stream per (call seed, sample): the same call always gives the same result
     param.random_state = np.random.RandomState(np.random.SeedSequence([seed, index]).generate_state(4))
@@ -66,6 +67,8 @@ class NGOptCW(Attack):
 
     @classmethod
     def check_settings(cls, config: dict, eps: float) -> None:
+        import nevergrad as ng
+
         if config["optimizer"] not in ng.optimizers.registry:
             raise OTBenchError(f"ngopt-cw: unknown nevergrad optimizer '{config['optimizer']}' (e.g. NGOpt, "
                                f"OnePlusOne, CMA; nevergrad.optimizers.registry lists them)")

@@ -2,7 +2,7 @@
 
 papers/otad.txt could only attack OTAD gradient-free or with BPDA, whose backward pass is the undefended
 network. OTAD's output is H(g*(x)), with g* the solution of the convex integration problem; the neighbour
-set and the relaxation step are piecewise constant in x and the exact batched solver (defenses/otad/cip.py)
+set and the relaxation step are piecewise constant in x and the exact batched solver (otbench/defenses/otad/cip.py)
 recomputes the QP's solution on its optimal face with autograd, so d output / d x is the true gradient
 wherever the neighbour set does not change, i.e. almost everywhere. This attack runs PGD on it.
 """

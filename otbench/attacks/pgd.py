@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torchattacks
 from torch import nn
 
 from ..registry import register_attack
@@ -14,6 +13,8 @@ PGD_DEFAULTS = {"norm": "Linf", "steps": 100, "step_ratio": 2.5, "random_start":
 def run_pgd(model: nn.Module, config: dict, eps: float, images: torch.Tensor, labels: torch.Tensor,
             seed: int, device: torch.device) -> torch.Tensor:
     # step size alpha = step_ratio * eps / steps (Madry et al.'s 2.5 eps / steps rule)
+    import torchattacks  # here, not at import: the CLI lists and validates without loading the toolkit
+
     alpha = config["step_ratio"] * eps / config["steps"]
     cls = torchattacks.PGDL2 if config["norm"] == "L2" else torchattacks.PGD
     atk = cls(model, eps=eps, alpha=alpha, steps=config["steps"], random_start=config["random_start"])

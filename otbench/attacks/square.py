@@ -1,22 +1,29 @@
 """Square attack (Andriushchenko et al. 2020) through torchattacks: score-based, gradient-free."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
-import torchattacks
 
 from ..registry import register_attack
 from .base import Attack, AttackOutput
 
 
-class _CountingSquare(torchattacks.Square):
-    """torchattacks' Square drops its per-sample query counts; keep them."""
+@lru_cache(maxsize=1)
+def _counting_square() -> type:
+    """torchattacks' Square, keeping the per-sample query counts it drops (built on first use: loading
+    torchattacks costs most of a second that listing and validating need not pay)."""
+    import torchattacks
 
-    last_queries: torch.Tensor | None = None
+    class CountingSquare(torchattacks.Square):
+        last_queries: torch.Tensor | None = None
 
-    def attack_single_run(self, x, y):
-        n_queries, x_best = super().attack_single_run(x, y)
-        self.last_queries = n_queries
-        return n_queries, x_best
+        def attack_single_run(self, x, y):
+            n_queries, x_best = super().attack_single_run(x, y)
+            self.last_queries = n_queries
+            return n_queries, x_best
+
+    return CountingSquare
 
 
 @register_attack("square")
@@ -28,7 +35,7 @@ class Square(Attack):
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         model = self.defense.module()
-        atk = _CountingSquare(model, norm=self.norm, eps=self.eps, n_queries=self.config["n_queries"],
+        atk = _counting_square()(model, norm=self.norm, eps=self.eps, n_queries=self.config["n_queries"],
                               n_restarts=self.config["n_restarts"], p_init=self.config["p_init"],
                               loss=self.config["loss"], resc_schedule=True, seed=seed, verbose=False)
         atk.set_device(self.defense.device)

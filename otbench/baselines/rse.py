@@ -1,6 +1,6 @@
 """`rse`: Random Self-Ensemble (Liu et al. 2018, "Towards robust neural networks via random self-ensemble").
 
-A noise layer (x + N(0, sigma^2)) before every convolution of the classifier (baselines/mnist_cnn.py),
+A noise layer (x + N(0, sigma^2)) before every convolution of the classifier (otbench/baselines/mnist_cnn.py),
 sigma_init before the first and sigma_inner before the others; the network is trained with the noise on,
 and at test time the noise stays on and the prediction is the ensemble of `ensemble` noisy forward passes
 (the mean of their softmax outputs; logits() returns its log, so argmax and cross-entropy read it directly).

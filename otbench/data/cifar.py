@@ -17,23 +17,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
-from torchvision.datasets.utils import check_integrity
-
 from ..errors import OTBenchError
 from ..registry import register_dataset
 from .base import OFFLINE_ENV, Dataset, cache_dir, uint8_images
 from .vision import _writable
 
-FOLDER = datasets.CIFAR10.base_folder  # "cifar-10-batches-py"
-_TRAIN = [f for f, _ in datasets.CIFAR10.train_list]
-_TEST = [f for f, _ in datasets.CIFAR10.test_list]
-_META = datasets.CIFAR10.meta["filename"]
+# torchvision's CIFAR10 layout (its base_folder, train_list, test_list and meta; a test checks they agree), written
+# out so that listing datasets does not load torchvision
+FOLDER = "cifar-10-batches-py"
+_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+_TEST = ["test_batch"]
+_META = "batches.meta"
 _FILES = (*_TRAIN, *_TEST, _META)
 
 
 def is_official(root: Path) -> bool:
     """Whether `root/cifar-10-batches-py` holds the official files (torchvision's md5 list)."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
     cls = datasets.CIFAR10
     listed = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
     return all(check_integrity(str(root / FOLDER / f), md5) for f, md5 in listed)
@@ -54,6 +56,8 @@ def _missing_message(root: Path, why: str) -> str:
 
 
 def _download(root: Path) -> Path:
+    from torchvision import datasets
+
     """Download with torchvision into the root, or into a cache mirror when the root is read-only."""
     if os.environ.get(OFFLINE_ENV):
         raise OTBenchError(_missing_message(root, f"${OFFLINE_ENV} forbids downloading"))
@@ -79,6 +83,8 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
 
 @register_dataset("cifar10", test_size=10_000)
 def cifar10(root: Path) -> Dataset:
+    from torchvision import datasets
+
     source = root
     if not _has_files(root):
         source = _mirror(root) if _has_files(_mirror(root)) else _download(root)

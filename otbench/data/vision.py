@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import torch
-from torchvision import datasets
 
 from ..errors import OTBenchError
 from ..registry import register_dataset
@@ -70,9 +69,13 @@ def _load_torchvision(cls, folder: str, name: str, root: Path) -> Dataset:
 
 @register_dataset("mnist", test_size=10_000)
 def mnist(root: Path) -> Dataset:
+    from torchvision import datasets  # here, not at import: torchvision costs a second that `otbench list` need not pay
+
     return _load_torchvision(datasets.MNIST, "MNIST", "mnist", root)
 
 
 @register_dataset("fashion-mnist", test_size=10_000)
 def fashion_mnist(root: Path) -> Dataset:
+    from torchvision import datasets
+
     return _load_torchvision(datasets.FashionMNIST, "FashionMNIST", "fashion-mnist", root)

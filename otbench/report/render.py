@@ -3,122 +3,19 @@ each measured value beside the paper's and the gap, with the commands, preset, n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..config import merge
-from ..defense import build_config
-from ..metrics import regression_metrics
-from ..registry import ATTACKS, DEFENSES
 from ..store import ResultStore
-from .paper import paper_value
-from .spec import REGRESSION_METRICS, Column, Row, TableSpec, row_attack
+from .cells import Cell, collect, row_label
+from .figures import FIGURES
+from .spec import REGRESSION_METRICS, Column, TableSpec
 
-
-@dataclass
-class Cell:
-    row: Row
-    column: Column
-    measured: float | None  # percent; for the regression metrics (mse, e, smape) their value
-    paper: float | None
-    n: int
-    cell_id: str | None
-    status: str  # "measured", "not run", "not available"
-    preset: str = ""  # the preset the cell was found at
-    fallback: bool = False  # its row had no result at the table's preset and was taken from a smaller one
-
-
-def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> tuple[dict, dict] | None:
-    """The defense and attack configs a stored cell must have to count for this table cell."""
-    if row.defense not in DEFENSES:
-        return None
-    cls = DEFENSES.get(row.defense)
-    if preset not in cls.presets:
-        return None
-    defense_cfg = build_config(cls, preset, row.overrides)
-    attack = row_attack(row, column)
-    attack_cfg = merge(ATTACKS.get(attack).defaults, column.attack_overrides, attack)
-    return defense_cfg, attack_cfg
-
-
-def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str) -> dict | None:
-    expected = expected_configs(spec, row, column, preset)
-    if expected is None:
-        return None
-    defense_cfg, attack_cfg = expected
-    best = None
-    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=row_attack(row, column), preset=preset):
-        if abs(cell["eps"] - column.eps) > 1e-12:
-            continue
-        stored_attack = {k: v for k, v in cell["attack_config"].items() if k != "chunk_size"}
-        if stored_attack != attack_cfg or any(cell["defense_config"].get(s) != defense_cfg.get(s)
-                                              for s in ("train", "defense")):
-            continue
-        cell["n"] = store.count_rows(cell["cell_id"])  # a count, not every row of every candidate
-        if cell["n"] and (best is None or (cell["n"], cell["created_at"]) > (best["n"], best["created_at"])):
-            best = cell
-    return best
-
-
-def row_label(cell: Cell) -> str:
-    """The row's label, marked when the row was taken from a fallback preset."""
-    return cell.row.label + (f" [preset {cell.preset}]" if cell.fallback else "")
-
-
-def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | None = None) -> list[Cell]:
-    """Every cell of the table at `preset`. A row with no result there is taken whole from `fallback` (e.g.
-    `quick` where a paper-scale model needs a GPU), never mixed within a row; its cells carry that preset."""
-    out = []
-    for row in spec.rows:
-        cells = [_collect_cell(spec, store, row, column, preset) for column in spec.columns]
-        if fallback and fallback != preset and not any(c.status == "measured" for c in cells):
-            smaller = [_collect_cell(spec, store, row, column, fallback) for column in spec.columns]
-            if any(c.status == "measured" for c in smaller):
-                cells = [replace(c, fallback=True) for c in smaller]
-        out += cells
-    return out
-
-
-def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column, preset: str) -> Cell:
-    setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
-    paper = paper_value(spec.paper, spec.paper_table, spec.paper_dataset or spec.dataset, row.paper_method,
-                        setting, column.paper_metric) if row.paper_method and setting else None
-    if row.defense not in DEFENSES:
-        return Cell(row, column, None, paper, 0, None, "not available", preset)
-    if column.metric == "worst":
-        return _worst_cell(store, spec, row, column, preset, paper)
-    cell = find_cell(store, spec, row, column, preset)
-    if cell is None:
-        return Cell(row, column, None, paper, 0, None, "not run", preset)
-    if column.metric in REGRESSION_METRICS:
-        outs = store.outputs(cell["cell_id"])
-        value = regression_metrics([o.target for o in outs], [o.clean_out for o in outs],
-                                   [o.adv_out for o in outs])[column.metric] if outs else None
-        return Cell(row, column, value, paper, len(outs), cell["cell_id"], "measured", preset)
-    rows = store.rows(cell["cell_id"])
-    if column.metric == "norm":
-        won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
-        value = sum(won) / len(won) if won else None
-    else:
-        value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
-    return Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured", preset)
-
-
-def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
-                paper: float | None) -> Cell:
-    """Robust only if robust under every attack of the column: the per-sample worst case."""
-    plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
-    found = [find_cell(store, spec, plain, Column(a, a, column.eps, attack_overrides=column.attack_overrides.get(a, {})),
-                       preset) for a in column.attacks]
-    if any(f is None for f in found):
-        return Cell(row, column, None, paper, 0, None, "not run", preset)
-    per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
-    common = set.intersection(*(set(p) for p in per))
-    value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
-    return Cell(row, column, value, paper, len(common), None, "measured", preset)
+if TYPE_CHECKING:
+    from .analysis import AnalysisTable, Value
+    from .table import ReportContext
 
 
 def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
@@ -169,7 +66,7 @@ def _provenance_lines(prov: list[dict[str, Any]]) -> list[str]:
 
 
 def _record_text(rec: dict[str, Any]) -> str:
-    """A training record as text; a purifier's record nests its parts (baselines/purification.py)."""
+    """A training record as text; a purifier's record nests its parts (otbench/baselines/purification.py)."""
     if all(isinstance(v, dict) for v in rec.values()):
         return "; ".join(f"{part}: {_record_text(sub)}" for part, sub in rec.items())
     score = f"test MSE {rec['test_mse']:.4f}" if "test_mse" in rec else \
@@ -222,7 +119,7 @@ def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str
     paths[1].write_text(markdown(spec, cells, prov, preset, table_flags(cells, store)))
     paths[2].write_text(latex(spec, cells))
     if spec.figure and any(c.measured is not None for c in cells):
-        paths.append(figure(spec, cells, out_dir / f"{spec.name}.png"))
+        paths.append(FIGURES[spec.figure_style](spec, cells, preset, out_dir / f"{spec.name}.png"))
     return paths
 
 
@@ -308,32 +205,71 @@ def latex(spec: TableSpec, cells: list[Cell]) -> str:
                       *body, r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
-def figure(spec: TableSpec, cells: list[Cell], path: Path) -> Path:
-    """Accuracy vs eps per method (clean accuracy plotted at eps = 0), measured solid, paper dashed."""
-    import matplotlib
+# -- analysis tables (analysis.py) ------------------------------------------------------------------------------
+def _value_text(v: "Value", row_n: int) -> str:
+    if v.status == "n/a":
+        return "–"
+    digits = v.metric.digits
+    measured = {"not available": "n/a", "not run": "not run"}.get(v.status, "" if v.measured is None else
+                                                                   f"{v.measured:.{digits}f}")
+    paper = f"{v.paper:.{digits}f}" if v.paper is not None else "–"
+    gap = f" ({v.measured - v.paper:+.{digits}f})" if v.measured is not None and v.paper is not None else ""
+    fewer = f" [n={v.n}]" if v.status == "measured" and v.n and v.n != row_n else ""
+    return f"{measured} / {paper}{gap}{fewer}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    measured_rows = [r for r in spec.rows if any(c.measured is not None for c in cells if c.row.label == r.label)]
-    for i, row in enumerate(measured_rows):
-        mine = [c for c in cells if c.row.label == row.label]
-        color = f"C{i % 10}"
-        # the measured line carries the row's preset mark; the paper's line is the paper's, whatever we ran
-        for key, style, label in (("measured", "-o", row_label(mine[0])), ("paper", "--x", f"{row.label} (paper)")):
-            pts = sorted((0.0 if c.column.metric == "clean" else c.column.eps, getattr(c, key))
-                         for c in mine if getattr(c, key) is not None and c.column.metric in ("clean", "robust"))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label,
-                        alpha=1.0 if key == "measured" else 0.6)
-    ax.set_xlabel(spec.x_label)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{spec.paper.upper()} Table {spec.paper_table}: {spec.dataset}")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot, never over a line
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+def _analysis_grid(table: "AnalysisTable", values: list["Value"]) -> list[list[str]]:
+    from .analysis import ATTACK_METRICS
+
+    by = {(v.section.label, v.row.label, v.metric.label): v for v in values}
+    lines = []
+    for section in table.sections:
+        for row in section.rows:
+            mine = [by[(section.label, row.label, m.label)] for m in table.metrics]
+            row_n = max((v.n for v in mine if v.metric.kind in ATTACK_METRICS), default=0) or \
+                max((v.n for v in mine), default=0)
+            lines.append([section.label, row.label] + [_value_text(v, row_n) for v in mine] + [str(row_n)])
+    return lines
+
+
+def render_analysis(table: "AnalysisTable", store: ResultStore, out_dir: Path, ctx: "ReportContext") -> list[Path]:
+    from .analysis import analysis_lines
+    from .spec import Row
+
+    values = table.collect(store, ctx)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
+    records = [{"section": v.section.label, "dataset": v.section.dataset, "method": v.row.label,
+                "metric": v.metric.label, "kind": v.metric.kind,
+                "measured": None if v.measured is None else round(v.measured, 4), "paper": v.paper,
+                "gap": None if v.measured is None or v.paper is None else round(v.measured - v.paper, 4),
+                "n": v.n, "status": v.status, "cell_id": v.cell_id} for v in values]
+    pd.DataFrame.from_records(records).to_csv(csv_path, index=False)
+    cells = [Cell(Row(f"{v.section.label} / {v.row.label}", v.row.defense), Column(v.metric.label, v.section.attack or "",
+                                                                                  v.section.eps), v.measured, v.paper,
+                  v.n, v.cell_id, v.status) for v in values if v.cell_id]
+    trained = [v for v in values if v.trained]
+    named = [v.trained for v in trained]  # networks a `training` metric shows are listed per row, below
+    prov = [{**p, "trained": None} if p["trained"] in named else p for p in provenance(cells, store)]
+    header = ["Data", "Method"] + [m.label for m in table.metrics] + ["n"]
+    lines = [f"# {table.title}", "",
+             f"papers/{table.paper}.txt, {'Fig.' if table.is_figure else 'Table'} {table.paper_table}; preset "
+             f"`{ctx.preset}`.",
+             "Each cell: **measured / paper (gap)**; accuracies in percent. `–`: not given or not applicable; "
+             "`not run`: no matching result in the store; `[n=...]`: fewer samples than the row's attack cell.", ""]
+    if table.note:
+        lines += [table.note, ""]
+    if table.paper_extra_source:
+        lines += [table.paper_extra_source, ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in _analysis_grid(table, values)]
+    lines += ["", "## How these numbers were made", ""]
+    made = _provenance_lines(prov) + analysis_lines(values)
+    networks = {f"{v.section.label} / {v.row.label}": v.trained for v in trained}
+    made += [f"- network of {row}: {_record_text(rec)}" for row, rec in sorted(networks.items())]
+    lines += made or ["No measured value yet."]
+    md_path.write_text("\n".join(lines) + "\n")
+    paths = [csv_path, md_path]
+    if table.figure is not None and any(v.measured is not None for v in values):
+        paths.append(table.figure(table, values, out_dir / f"{table.name}.png"))
+    return paths

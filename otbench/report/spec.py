@@ -1,16 +1,19 @@
-"""How a report table is declared: rows are defenses (with config), columns are (attack, eps, metric).
-A row may name its own attack, which then replaces the column's (OTAD Table V: one row per attack)."""
+"""Attack-cell tables: rows are defenses (with their settings), columns are (attack, eps, metric). A row may
+name its own attack, which then replaces the column's (OTAD Table V: one row per attack)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from .table import ReportContext, Table
 
 
 @dataclass(frozen=True)
 class Row:
     label: str
     defense: str
-    paper_method: str | None = None  # the method's name in paper_tables.csv; None: not in the paper
+    paper_method: str | None = None  # the method's name in the paper's values; None: not in the paper
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"defense": {...}, "train": {...}}
     attack: str | None = None  # overrides every column's attack for this row
 
@@ -28,10 +31,11 @@ class Column:
     paper_setting: str | None = None
     attack_overrides: dict[str, Any] = field(default_factory=dict)
     attacks: tuple[str, ...] = ()
-    paper_metric: str | None = None  # paper_tables.csv's metric, where one setting has several (MSE, E, SMAPE)
+    paper_metric: str | None = None  # the paper's metric, where one setting has several (MSE, E, SMAPE)
 
 
 REGRESSION_METRICS = ("mse", "clean_mse", "e", "smape")
+FIGURE_STYLES = ("lines", "curve")
 
 
 def row_attack(row: Row, column: Column) -> str:
@@ -39,18 +43,33 @@ def row_attack(row: Row, column: Column) -> str:
     return row.attack or column.attack
 
 
+def column_config(column: Column, attack: str) -> dict[str, Any]:
+    """The settings of `attack` in `column` (a worst-case column keeps one dict per attack)."""
+    return dict(column.attack_overrides.get(attack, {})) if column.metric == "worst" else dict(column.attack_overrides)
+
+
 @dataclass(frozen=True)
-class TableSpec:
-    name: str
-    title: str
-    paper: str
-    paper_table: str
-    dataset: str
-    rows: tuple[Row, ...]
-    columns: tuple[Column, ...]
-    note: str = ""
+class TableSpec(Table):
+    rows: tuple[Row, ...] = ()
+    columns: tuple[Column, ...] = ()
     figure: bool = False  # also draw accuracy vs eps
+    # "lines": measured solid, the paper's dashed, clean accuracy at eps 0 (OTAD's tables); "curve": one
+    # series per row with the paper's points as crosses and the missing rows named (the OT-Classifier's figures)
+    figure_style: str = "lines"
+    figure_title: str = ""
     x_label: str = "L2 perturbation budget eps (0 = clean)"
-    # the dataset the paper's values are filed under (paper_tables.csv), when the table measures another
-    # variant of it (otad-table-5: the z-scored winequality-red-z against the paper's winequality-red)
-    paper_dataset: str | None = None
+
+    def collect(self, store: Any, ctx: ReportContext) -> list[Any]:
+        from .cells import collect
+
+        return collect(self, store, ctx.preset, ctx.fallback)
+
+    def fill(self, store: Any, ctx: ReportContext) -> None:
+        from .cells import fill_cells
+
+        fill_cells(self, store, ctx)
+
+    def render(self, store: Any, out_dir: Path, ctx: ReportContext) -> list[Path]:
+        from .render import render_table
+
+        return render_table(self, store, Path(out_dir), ctx.preset, ctx.fallback)

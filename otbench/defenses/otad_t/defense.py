@@ -1,7 +1,7 @@
 """`otad-t`, `otad-t-dml` and `knn-t`: Transformer-based OTAD (papers/otad.txt IV-B, V-E, V-G).
 
 Test time: x~ = the ViT's patch embedding of x; its K nearest training points, by l2 in x~ (`otad-t`) or by l2
-between DML-net embeddings (`otad-t-dml`, IV-D); then OTAD's exact batched CIP solver (defenses/otad/cip.py) on
+between DML-net embeddings (`otad-t-dml`, IV-D); then OTAD's exact batched CIP solver (otbench/defenses/otad/cip.py) on
 (x~, X~, Z~) gives z~, and the ViT's classifier reads it. `knn-t` takes the neighbours' mean z~ instead (Table XII).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`otad-t-nn` and `otad-t-nn-dml`: OTAD-T with its CIP step replaced by CIP-net (papers/otad.txt IV-C, V-F).
 
-CIP-net is trained on the exact CIP solutions (defenses/otad/cip.py) of training points whose K neighbours are
+CIP-net is trained on the exact CIP solutions (otbench/defenses/otad/cip.py) of training points whose K neighbours are
 searched in the training set without the point itself (eq. 19's N_K(x~) "in S excluded x~"), mixed with the
 ViT's own features by alpha (eq. 24). The defense is differentiable (the neighbour set is piecewise constant),
 so gradient attacks (pgd, autoattack) run on it directly.

@@ -1,7 +1,7 @@
 """Table IX measured three ways in one run (papers/otad.txt V-F): seconds per test sample of OTAD-T's inference
 with (1) a per-sample conic solver (cvxpy + Clarabel: one LP per relaxation step of Algorithm 2, then the QCP of
 eq. 16, tests/cip_reference.py, as the public code does with MOSEK), (2) the exact batched solver
-(defenses/otad/cip.py) called one sample at a time, and amortised over a batch, (3) CIP-net (OTAD-T-NN).
+(otbench/defenses/otad/cip.py) called one sample at a time, and amortised over a batch, (3) CIP-net (OTAD-T-NN).
 Every timing covers the whole inference (embedding, neighbour search, CIP step, classifier) of one sample.
 Also recorded per sample: how far CIP-net's and the conic solver's features are from the exact ones, and the
 predictions, so the accuracy cost of CIP-net is measured on the same samples.

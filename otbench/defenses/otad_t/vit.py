@@ -3,7 +3,7 @@ output gives z~ (eq. 17), on timm's VisionTransformer.
 
 x~ = the position-embedded patch tokens P(E(x_p)) (plus the CLS token where there is one), z~ = the tokens after
 the last block (eq. 18), and the classifier H reads z~: timm's final norm, pooling and linear head. Both live in
-R^(N D) once flattened, so OTAD's CIP step (defenses/otad/cip.py) runs on them unchanged.
+R^(N D) once flattened, so OTAD's CIP step (otbench/defenses/otad/cip.py) runs on them unchanged.
 
 Patch grid on 28 x 28 inputs (MNIST, Fashion-MNIST): patch size 4 gives a 7 x 7 grid, N = 49 tokens of
 4 x 4 pixels; the paper's 64 patches on 32 x 32 CIFAR-10 are the same 4 x 4 patches on an 8 x 8 grid.

@@ -4,12 +4,10 @@ Each is registered for CIFAR-10, the paper's dataset, and again for Fashion-MNIS
 `-fashion-mnist`), where the data is: the same pipeline at the same settings (K = 10, L = 2, l = 0,
 delta1 = delta2 = 1, eps = 0.5 in L2), with the paper's CIFAR-10 values beside the measured ones, marked as
 another dataset. Table IX (inference time) is an analysis table: seconds per sample are stored per test
-sample in the results database's `analyses` table (defenses/otad_t/timing.py).
+sample in the results database's `analyses` table (otbench/defenses/otad_t/timing.py).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import textwrap
@@ -20,9 +18,12 @@ from typing import Any, Callable
 
 import torch
 
-from otbench.registry import register_table
+from otbench.defense import build_config
+from otbench.registry import DEFENSES, register_table
+from otbench.report.paper import paper_value
 from otbench.report.spec import Column, Row, TableSpec
-from otbench.papers.otad.analyses import save_analysis, stored_analysis
+from otbench.report.table import ReportContext, Table
+from otbench.store import AnalysisRecord, ResultStore
 
 DATASETS = {"cifar10": "CIFAR-10", "fashion-mnist": "Fashion-MNIST"}
 EPS = 0.5  # papers/otad.txt V-E: L2, eps = 0.5 on CIFAR-10 for every table here
@@ -134,7 +135,7 @@ _both("otad-t-table-12", _table_12)
 
 # -- Table IX: inference time, three ways -----------------------------------------------------------------------
 _WAYS = (("conic_s", "OTAD-T, per-sample conic solver (cvxpy + Clarabel), one sample per call", "OTAD-T"),
-         ("exact_s", "OTAD-T, exact batched solver (defenses/otad/cip.py), one sample per call", None),
+         ("exact_s", "OTAD-T, exact batched solver (otbench/defenses/otad/cip.py), one sample per call", None),
          ("exact_batched_s", "OTAD-T, exact batched solver, amortised over the whole batch", None),
          ("cipnet_s", "OTAD-T-NN (CIP-net), one sample per call", "OTAD-T-NN"))
 _ACCURACY = {"conic_s": "conic_correct", "exact_s": "exact_correct", "exact_batched_s": "exact_correct",
@@ -143,8 +144,10 @@ _ERROR = {"conic_s": "conic_rel_error", "cipnet_s": "cipnet_rel_error"}
 
 
 @dataclass(frozen=True)
-class TimingTable(TableSpec):
-    """Table IX: seconds per sample of OTAD-T with ResNet DML-net (V-F) under three CIP solvers, one run."""
+class TimingTable(Table):
+    """Table IX: seconds per sample of OTAD-T with ResNet DML-net (V-F) under three CIP solvers and CIP-net, all
+    measured in one run on the same samples (one stored analysis of both defenses), drawn as a bar chart beside
+    the paper's times. The one table of its own kind: its analysis runs two defenses side by side."""
 
     conic_n: int = 20  # samples the conic solver runs on (seconds each)
 
@@ -153,9 +156,6 @@ class TimingTable(TableSpec):
                 Row("OTAD-T-NN with ResNet", "otad-t-nn-dml", "OTAD-T-NN", _RES))
 
     def identity(self, preset: str, subset_seed: int) -> dict[str, Any] | None:
-        from otbench.defense import build_config
-        from otbench.registry import DEFENSES
-
         configs = {}
         for row in self.rows_config():
             if row.defense not in DEFENSES or preset not in DEFENSES.get(row.defense).presets:
@@ -165,37 +165,40 @@ class TimingTable(TableSpec):
                                                                   **configs},
                 "params": {"conic_n": self.conic_n}, "subset_seed": subset_seed}
 
-    def fill(self, store, args: argparse.Namespace) -> None:
-        from otbench.defenses.otad_t.timing import measure_inference
+    def collect(self, store: ResultStore, ctx: ReportContext) -> list[dict[str, Any]]:
+        ident = self.identity(ctx.preset, ctx.subset_seed)
+        rec = None if ident is None else store.analysis(ident)
+        return timing_records(rec)
 
+    def fill(self, store: ResultStore, ctx: ReportContext) -> None:
         from otbench.data import eval_subset, load_dataset
         from otbench.defense import create_defense
-        from otbench.provenance import device_name, resolve_device
+        from otbench.defenses.otad_t.timing import measure_inference
+        from otbench.provenance import command_line, device_name, machine, package_versions, resolve_device
 
-        ident = self.identity(args.preset, args.subset_seed)
+        ident = self.identity(ctx.preset, ctx.subset_seed)
         if ident is None:
             return
-        old = stored_analysis(store, ident)
-        done = set(old["sample_ids"]) if old else set()
-        data = load_dataset(self.dataset, args.data_root)
-        ids = [i for i in eval_subset(len(data.x_test), args.n, args.subset_seed).ids if i not in done]
+        old = store.analysis(ident)
+        done = set(old.sample_ids) if old else set()
+        data = load_dataset(self.dataset, ctx.data_root)
+        ids = [i for i in eval_subset(len(data.x_test), ctx.n, ctx.subset_seed).ids if i not in done]
         if not ids:
             return
-        device = resolve_device(args.device)
-        exact, nn_def = (create_defense(r.defense, data, args.preset, r.overrides, device) for r in self.rows_config())
+        device = resolve_device(ctx.device)
+        exact, nn_def = (create_defense(r.defense, data, ctx.preset, r.overrides, device) for r in self.rows_config())
         start = time.time()
-        conic_n = max(0, self.conic_n - sum(v is not None for v in (old["vals"]["conic_s"] if old else [])))
+        conic_n = max(0, self.conic_n - sum(v is not None for v in (old.vals["conic_s"] if old else [])))
         t = torch.tensor(ids)
         vals = measure_inference(exact, nn_def, data.x_test[t], data.y_test[t], conic_n)
-        n = len(ids)
-        save_analysis(store, ident, ids, vals, time.time() - start, device_name(device))
-        if not getattr(args, "quiet", False):
-            print(f"{self.name}: inference times on {n} samples in {time.time() - start:.0f} s", file=sys.stderr)
+        store.save_analysis(ident, ids, vals, time.time() - start, device_name(device), command_line(), machine(),
+                            package_versions())
+        if ctx.progress:
+            print(f"{self.name}: inference times on {len(ids)} samples in {time.time() - start:.0f} s", file=sys.stderr)
 
-    def render(self, store, out_dir: Path, preset: str, fallback: str | None = None) -> list[Path]:
-        # `fallback` is unused: these results are analyses of one preset's models, not rows of cells
-        return render_timing(self, store, Path(out_dir), preset)
-
+    def render(self, store: ResultStore, out_dir: Path, ctx: ReportContext) -> list[Path]:
+        ident = self.identity(ctx.preset, ctx.subset_seed)
+        return render_timing(self, None if ident is None else store.analysis(ident), Path(out_dir), ctx.preset)
 
 
 def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]:
@@ -206,33 +209,32 @@ def _stats(values: list[float | None]) -> tuple[float | None, float | None, int]
     return mean, math.sqrt(sum((x - mean) ** 2 for x in v) / len(v)), len(v)
 
 
-def timing_values(table: TimingTable, store, preset: str, subset_seed: int = 0) -> dict[str, Any] | None:
-    ident = table.identity(preset, subset_seed)
-    return None if ident is None else stored_analysis(store, ident)
-
-
-def render_timing(table: TimingTable, store, out_dir: Path, preset: str) -> list[Path]:
-    import pandas as pd
-
-    from otbench.report.paper import paper_value
-
-    rec = timing_values(table, store, preset)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
+def timing_records(rec: AnalysisRecord | None) -> list[dict[str, Any]]:
+    """One record per way of solving the CIP step: measured mean and std, paper mean and std, the speed-up over
+    the exact solver called per sample, the accuracy and the feature error against the exact solver."""
     records = []
-    exact_mean = _stats(rec["vals"]["exact_s"])[0] if rec else None
+    exact_mean = _stats(rec.vals["exact_s"])[0] if rec else None
     for key, label, method in _WAYS:
-        mean, std, n = _stats(rec["vals"][key]) if rec else (None, None, 0)
+        mean, std, n = _stats(rec.vals[key]) if rec else (None, None, 0)
         if key == "exact_batched_s" and rec:
-            std = rec["vals"]["exact_batched_repeat_std"][0]
-        acc = _stats(rec["vals"][_ACCURACY[key]])[0] if rec else None
-        err = _stats(rec["vals"][_ERROR[key]])[0] if rec and key in _ERROR else None
+            std = rec.vals["exact_batched_repeat_std"][0]
+        acc = _stats(rec.vals[_ACCURACY[key]])[0] if rec else None
+        err = _stats(rec.vals[_ERROR[key]])[0] if rec and key in _ERROR else None
         p_mean = paper_value("otad", "IX", "cifar10", method, "per-sample", "inference_seconds_mean") if method else None
         p_std = paper_value("otad", "IX", "cifar10", method, "per-sample", "inference_seconds_std") if method else None
         records.append({"method": label, "measured_mean_s": mean, "measured_std_s": std, "n": n,
                         "paper_mean_s": p_mean, "paper_std_s": p_std,
                         "speed_vs_exact_per_sample": None if mean is None or not exact_mean else exact_mean / mean,
                         "accuracy": None if acc is None else 100 * acc, "feature_rel_error_vs_exact": err})
+    return records
+
+
+def render_timing(table: TimingTable, rec: AnalysisRecord | None, out_dir: Path, preset: str) -> list[Path]:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
+    records = timing_records(rec)
     pd.DataFrame.from_records(records).to_csv(csv_path, index=False)
 
     def f(v, fmt):
@@ -244,7 +246,7 @@ def render_timing(table: TimingTable, store, out_dir: Path, preset: str) -> list
     if table.note:
         lines += [table.note, ""]
     if rec:
-        dim = int(rec["vals"]["dim"][0])
+        dim = int(rec.vals["dim"][0])
         lines += [f"Token dimension of x~ and z~ (where the CIP is solved): d = {dim}.", ""]
     lines += ["| Method | s / sample, measured (std) / paper (std) | exact per-sample time / this | accuracy (%) | "
               "feature error vs exact | n |", "|---|---|---|---|---|---|"]
@@ -255,18 +257,18 @@ def render_timing(table: TimingTable, store, out_dir: Path, preset: str) -> list
         lines.append(f"| {r['method']} | {meas} / {pap} | {f(r['speed_vs_exact_per_sample'], '.3g')} | "
                      f"{f(r['accuracy'], '.1f')} | {err} | {r['n']} |")
     lines += ["", "## How these numbers were made", ""]
-    if rec and "exact_step_s" in rec["vals"]:
-        (em, es, _), (cm, cs, _) = _stats(rec["vals"]["exact_step_s"]), _stats(rec["vals"]["cipnet_step_s"])
+    if rec and "exact_step_s" in rec.vals:
+        (em, es, _), (cm, cs, _) = _stats(rec.vals["exact_step_s"]), _stats(rec.vals["cipnet_step_s"])
         lines += [f"- The CIP step alone, one sample per call (no embedding, DML-net, search or head): exact solver "
                   f"{em:.4g} s ({es:.2g}), CIP-net {cm:.4g} s ({cs:.2g}), ratio {em / cm:.3g}."]
     if rec:
-        agree = _stats(rec["vals"]["agree"])[0]
-        lines += [f"- CIP-net and the exact solver predict the same class on {100 * agree:.1f}% of the {len(rec['sample_ids'])} "
+        agree = _stats(rec.vals["agree"])[0]
+        lines += [f"- CIP-net and the exact solver predict the same class on {100 * agree:.1f}% of the {len(rec.sample_ids)} "
                   f"samples; feature error = mean ||g - g_exact|| / ||g_exact|| (the conic solver is given the exact "
                   f"solver's least Brenier potentials for this comparison; its timed run solves every LP of Algorithm 2). "
                   f"Accuracies are over each row's own samples (the conic rows: the first {table.conic_n}).",
-                  f"- {len(rec['sample_ids'])} test samples (subset seed {json.loads(rec['identity'])['subset_seed']}), "
-                  f"{rec['wall_seconds']:.0f} s on {rec['machine']}, {rec['device']}; `{rec['command']}`",
+                  f"- {len(rec.sample_ids)} test samples (subset seed {rec.identity['subset_seed']}), "
+                  f"{rec.wall_seconds:.0f} s on {rec.machine}, {rec.device}; `{rec.command}`",
                   "- Every time covers the whole inference of one sample: patch embedding, DML-net, exact K-NN, CIP step "
                   "(or CIP-net), classifier. Defenses: `otad-t-dml` and `otad-t-nn-dml` with `--set train.dml_arch=resnet3`."]
     else:
@@ -307,7 +309,7 @@ def _timing_figure(table: TimingTable, records: list[dict[str, Any]], path: Path
 def _table_9(name: str, dataset: str) -> TimingTable:
     suffix = "" if dataset == "cifar10" else f" [measured on {DATASETS[dataset]}; paper values: CIFAR-10]"
     return TimingTable(name=name, title="Average inference time (standard deviation) per sample, seconds" + suffix,
-                       paper="otad", paper_table="IX", dataset=dataset, rows=(), columns=(), paper_dataset="cifar10",
+                       paper="otad", paper_table="IX", dataset=dataset, paper_dataset="cifar10",
                        note=_other_dataset_note(dataset) + "OTAD-T with a 3-block ResNet DML-net (V-F); K = 10, L = 2, "
                             "l = 0, delta1 = delta2 = 1.")
 

@@ -1,10 +1,21 @@
+"""The registries: names, closest-match errors, entry points, declarations checked at registration."""
+from __future__ import annotations
+
+import re
 import sys
 import textwrap
 
 import pytest
 
 from otbench.errors import OTBenchError
-from otbench.registry import ATTACKS, DATASETS, DEFENSES, TABLES, Registry, unknown_name_message
+from otbench.registry import (
+    ATTACKS,
+    DATASETS,
+    DEFENSES,
+    TABLES,
+    Registry,
+    unknown_name_message,
+)
 
 
 def test_builtin_names_are_registered():
@@ -79,3 +90,47 @@ def test_no_two_registered_defenses_share_a_stored_identity():
             key = config_hash(defense_identity(name, "mnist", build_config(cls, preset, None)), 24)
             assert key not in seen, f"defenses '{name}' and '{seen[key]}' share the identity of preset '{preset}'"
             seen[key] = f"{name}"
+
+
+def test_temporary_registration_is_undone_and_the_original_keeps_its_name():
+    from otbench.attacks.pgd import PGD
+
+    class Other(PGD):
+        pass
+
+    with ATTACKS.temporary("pgd", Other):
+        assert ATTACKS.get("pgd") is Other and Other.name == "pgd"
+    assert ATTACKS.get("pgd") is PGD and PGD.name == "pgd"
+    with ATTACKS.temporary("brand-new", Other):
+        assert "brand-new" in ATTACKS
+    assert "brand-new" not in ATTACKS
+
+
+@pytest.mark.parametrize("attrs,problem", [
+    ({"surrogate_description": "the net"}, "declares surrogate_description without implementing surrogate()"),
+    ({"surrogate": lambda self: None}, "implements surrogate() without declaring surrogate_description"),
+    ({"differentiable": False, "piecewise_differentiable": True}, "without implementing exact_module()"),
+    ({"has_metric_network": True}, "declares has_metric_network without implementing metric_network()"),
+    ({"surrogate_outputs_defense": True}, "surrogate_outputs_defense needs a surrogate"),
+    ({"presets": {}}, "declares no presets"),
+    ({"presets": {"quick": {"attack": {}}}}, "preset 'quick' must map sections among train, defense"),
+    ({"logits": None}, "does not implement logits()"),
+    ({"randomized": "yes"}, "randomized must be True or False"),
+    ({"task": "ranking"}, "task 'ranking' is not one of classification, regression"),
+])
+def test_a_defense_whose_declarations_contradict_its_methods_is_refused(attrs, problem):
+    from otbench.defense import Defense
+
+    body = {"presets": {"quick": {"defense": {}}}, "logits": lambda self, x: x, **attrs}
+    if body["logits"] is None:
+        del body["logits"]
+    reg = Registry("defense")
+    with pytest.raises(OTBenchError, match=re.escape(problem)) as err:
+        reg.register("contradicting")(type("Contradicting", (Defense,), body))
+    assert "\n" not in str(err.value) and "defense 'contradicting'" in str(err.value)
+    assert "contradicting" not in reg._entries  # refused, not half-registered
+
+
+def test_every_registered_defense_passes_its_own_declaration_check():
+    for name in DEFENSES.names():
+        DEFENSES.get(name).check_declarations()

@@ -1,22 +1,28 @@
-"""defenses/otad/cip.py against the per-sample cvxpy + Clarabel reference (tests/cip_reference.py),
-on random neighbourhoods and on real MNIST neighbourhoods (shared/design/cip.md, "Checking it")."""
+"""The exact batched CIP solver against a conic (cvxpy + Clarabel) reference."""
 from __future__ import annotations
 
 import gzip
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from otbench.defenses.otad.cip import (FORMULATIONS, brenier_weights, first_feasible_step, least_potentials,
-                               solve_cip)
+from otbench.defenses.otad.cip import (
+    FORMULATIONS,
+    brenier_weights,
+    first_feasible_step,
+    least_potentials,
+    solve_cip,
+)
 
 cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")
 
+
 L, DELTA = 2.0, 0.2
+
+
 LS = (0.0, 0.5, -1.0)
 
 
@@ -99,13 +105,6 @@ def _check_against_reference(x, X, Z, l):
             g = r.features[b].numpy()
             assert np.linalg.norm(g - g_ref) <= 1e-5 * np.linalg.norm(g_ref), (f, b)
             assert r.value[b].item() == pytest.approx(v_ref, rel=1e-6, abs=1e-9)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_cvxpy():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
 
 
 @pytest.mark.parametrize("l", LS)

@@ -1,4 +1,6 @@
-"""Each attack on tiny real-MNIST models: it must lower accuracy (a do-nothing attack fails these)."""
+"""PGD, BPDA + PGD and Square on tiny real-MNIST defenses."""
+from __future__ import annotations
+
 import pytest
 import torch
 import torchattacks

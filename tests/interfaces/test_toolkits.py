@@ -1,9 +1,6 @@
-"""otbench defenses driven by the real toolkits: ART, torchattacks and RobustBench's benchmark().
+"""The toolkits' own interfaces: torchattacks, ART estimators and RobustBench's benchmark() on otbench defenses."""
+from __future__ import annotations
 
-Every attack test compares accuracy before and after, so an attack (or an interface) that does nothing
-fails. CIFAR-10 cannot be downloaded here: the RobustBench tests write a small folder in CIFAR-10's own
-pickle format (learnable class patterns plus noise) and train a tiny CNN on it for a few seconds.
-"""
 import pickle
 from contextlib import contextmanager
 
@@ -21,7 +18,6 @@ from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.interfaces import robustbench_benchmark, to_art, torch_module
 from otbench.interfaces.art import DefenseBlackBox
-from otbench.registry import DATASETS
 
 CIFAR_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
 
@@ -94,12 +90,6 @@ def single_thread():
         torch.set_num_threads(old)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar-root")
@@ -123,29 +113,6 @@ def no_downloads(monkeypatch):
         raise AssertionError(f"download attempted: {args}")
 
     monkeypatch.setattr(datasets.cifar, "download_and_extract_archive", refuse)
-
-
-# -- the cifar10 loader ------------------------------------------------------------------------------
-def test_cifar10_reads_a_folder_in_cifar10s_format_with_a_warning(tmp_path, no_downloads):
-    made = write_cifar10(tmp_path, per_batch=3, n_test=5)
-    tmp_path.chmod(0o555)  # a read-only root is only read
-    try:
-        with pytest.warns(UserWarning, match="md5 differs"):
-            d = DATASETS.get("cifar10")(tmp_path)
-    finally:
-        tmp_path.chmod(0o755)
-    assert d.x_train.shape == (15, 3, 32, 32) and d.x_test.shape == (5, 3, 32, 32)
-    train = np.concatenate([made[f"data_batch_{i}"][0] for i in range(1, 6)]).reshape(-1, 3, 32, 32)
-    assert torch.equal(d.x_train, torch.from_numpy(train).float() / 255)
-    assert d.y_test.tolist() == made["test_batch"][1].tolist() and "not the official" in d.source
-    assert [p.name for p in tmp_path.iterdir()] == ["cifar-10-batches-py"]  # nothing written
-    assert sorted(p.name for p in (tmp_path / "cifar-10-batches-py").iterdir()) == sorted([*made, "batches.meta"])
-
-
-def test_cifar10_missing_offline_names_where_the_files_go(tmp_path, monkeypatch):
-    monkeypatch.setenv("OTBENCH_OFFLINE", "1")
-    with pytest.raises(OTBenchError, match=r"cifar-10-batches-py and \$OTBENCH_OFFLINE forbids .*data_batch_1"):
-        DATASETS.get("cifar10")(tmp_path)
 
 
 # -- ART ---------------------------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""`rse` and `defense-gan` (the OT-Classifier paper's randomized and generative baselines) and its Table 2,
-on tiny models trained once per session on real MNIST."""
+"""The randomized baselines of the OT-Classifier paper: RSE and Defense-GAN."""
+from __future__ import annotations
+
 import pytest
 import torch
 
-from otbench.baselines.defense_gan import Critic, critic_grad_norm, interpolates, reconstruct
+from otbench.baselines.defense_gan import (
+    Critic,
+    critic_grad_norm,
+    interpolates,
+    reconstruct,
+)
 from otbench.baselines.mnist_cnn import GaussianNoise
 from otbench.common.adversarial import pgd_examples
 from otbench.errors import OTBenchError
@@ -11,6 +17,8 @@ from otbench.registry import ATTACKS, DEFENSES
 
 TINY_CNN = {"channels": [8, 16], "hidden": 32, "epochs": 2, "batch_size": 64, "lr": 3e-3, "train_size": 2000,
             "seed": 0}
+
+
 TINY_GAN = {"gan_arch": "mlp", "gan_dim": 64, "gan_steps": 150, "gan_batch_size": 50, "critic_steps": 5,
             "gp_lambda": 10.0, "gan_lr": 1e-3, "gan_train_size": 2000, "gan_seed": 0}
 
@@ -81,6 +89,7 @@ def test_rse_gets_eot_from_the_runner(rse, tmp_path):
     assert any(f.code == "randomized" and f.level == "info" for f in result.flags)
 
 
+@pytest.mark.slow
 def test_gradient_penalty_keeps_the_critic_gradient_norm_near_one(defense_gan, mnist):
     real = mnist.x_test[:200]
     with torch.no_grad():
@@ -123,17 +132,3 @@ def test_defense_gan_is_randomized_and_its_bpda_backward_is_the_identity(defense
         ATTACKS.get("cw-l2")(defense_gan, 0.005)
     out = ATTACKS.get("bpda-cw-l2")(defense_gan, 0.2, steps=20, binary_search_steps=1, c=1.0)(x, y)
     assert ((out.adv - x).flatten(1).norm(dim=1) / 28 <= 0.2 + 1e-6).all()
-
-
-def test_ot_cla_table_2_pairs_paper_values_and_marks_missing_defenses(tmp_path):
-    from otbench.registry import TABLES
-    from otbench.report.render import collect
-    from otbench.store import ResultStore
-
-    spec = TABLES.get("otc-table-2")()
-    cells = {(c.row.defense, c.column.label): c for c in collect(spec, ResultStore(tmp_path / "r.sqlite"), "quick")}
-    assert cells[("defense-gan", "Testing accuracy")].paper == 55.0
-    assert cells[("defense-gan", "Testing accuracy")].status == "not run"
-    assert cells[("ot-cla-adv", "Testing accuracy")].paper == 99.1
-    assert cells[("ot-cla-adv", "Testing accuracy")].status == ("not available" if "ot-cla-adv" not in DEFENSES
-                                                                else "not run")

@@ -1,20 +1,23 @@
-"""Certified and purification baselines of OTAD's tables: linf-dist-net, soc-plus, diffpure.
+"""The certified 1-Lipschitz baselines: the l-inf-dist net and SOC+."""
+from __future__ import annotations
 
-Each is trained tiny on real MNIST once per session; the tests check the properties the defenses rest on
-(Lipschitz bounds, orthogonality, certificates against a real attack, purification), not that they ran."""
 import math
 
 import pytest
 import torch
+from support import TINY_TRAIN
 
 from otbench.baselines.linf_dist import LinfDist, LinfDistNet, lp_dist, margin_radius
 from otbench.baselines.soc import SOC, HouseHolder, LipConvNet
 from otbench.registry import DEFENSES
-from support import TINY_TRAIN
 
 LINF_TINY = {"depth": 3, "width": 32, "epochs": 2, "p_warm_epochs": 0, "p_end_epoch": 1, "batch_size": 128,
              "train_size": 2000}
+
+
 SOC_TINY = {"num_layers": 5, "init_channels": 4, "epochs": 1, "batch_size": 64, "train_size": 512}
+
+
 DIFFPURE_TINY = {"train": {**TINY_TRAIN, "score_channels": 8, "score_epochs": 3, "score_lr": 3e-3,
                            "score_train_size": 1000},
                  "defense": {"steps": 4}}
@@ -72,8 +75,6 @@ def test_defenses_are_registered_with_both_presets_and_declared_capabilities():
     assert DEFENSES.get("diffpure").randomized and not DEFENSES.get("linf-dist-net").randomized
 
 
-# -- linf-dist-net ----------------------------------------------------------------------------------------
-
 def test_lp_relaxation_matches_cdist_and_tends_to_linf():
     torch.manual_seed(0)
     x, w = torch.rand(6, 50), torch.randn(7, 50)
@@ -123,8 +124,6 @@ def test_linf_dist_net_learns_and_its_certified_radius_holds_against_pgd(linf_ne
     assert (drop <= 0.98 * radius + 1e-4).all() and drop.mean() > 0.2 * radius.mean()
 
 
-# -- soc-plus ---------------------------------------------------------------------------------------------
-
 @pytest.mark.parametrize("c_in,c_out,k,stride", [(4, 4, 3, 1), (4, 16, 3, 2), (8, 8, 1, 1)])
 def test_soc_layer_is_orthogonal(c_in, c_out, k, stride):
     torch.manual_seed(0)
@@ -172,36 +171,3 @@ def test_lipconvnet_features_are_lipschitz_and_soc_certificate_holds_against_pgd
     assert (new < radius).float().mean() > 0.8  # the attack moved toward the boundary, as far as it may
     adv = pgd_within(model, x, pred, 4 * radius, "L2", steps=20)  # beyond the certificate PGD does succeed
     assert (soc_net.predict(adv) != pred).any()
-
-
-# -- diffpure ---------------------------------------------------------------------------------------------
-
-def test_diffpure_score_training_lowers_the_dsm_loss(diffpure):
-    losses = diffpure.train_record["score"]["dsm_loss_per_epoch"]
-    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
-
-
-def test_diffpure_purifies_toward_the_clean_image_and_is_random(diffpure, test_batch):
-    x = test_batch[0][:16]
-    torch.manual_seed(0)
-    noisy = (x + 0.3 * torch.randn_like(x)).clamp(0, 1)
-    with torch.no_grad():
-        purified = diffpure.purify(noisy)
-        again = diffpure.purify(noisy)
-        l1, l2 = diffpure.logits(x), diffpure.logits(x)
-    dist = lambda u: (u - x).flatten(1).norm(dim=1)  # noqa: E731
-    assert dist(purified).mean() < 0.95 * dist(noisy).mean() and (dist(purified) < dist(noisy)).float().mean() > 0.75
-    assert not torch.equal(purified, again) and not torch.equal(l1, l2)
-
-
-def test_diffpure_gradients_flow_through_the_solver_and_bpda_uses_the_identity(diffpure, test_batch):
-    x, y = test_batch[0][:4], test_batch[1][:4]
-    xg = x.clone().requires_grad_(True)
-    torch.manual_seed(1)
-    loss = torch.nn.functional.cross_entropy(diffpure.exact_module()(xg), y)
-    (g_exact,) = torch.autograd.grad(loss, xg)
-    xs = x.clone().requires_grad_(True)
-    (g_bpda,) = torch.autograd.grad(torch.nn.functional.cross_entropy(diffpure.surrogate()(xs), y), xs)
-    (g_cls,) = torch.autograd.grad(torch.nn.functional.cross_entropy(diffpure.classifier(xs), y), xs)
-    assert torch.isfinite(g_exact).all() and g_exact.abs().sum() > 0
-    assert torch.allclose(g_bpda, g_cls) and not torch.allclose(g_exact, g_bpda, atol=1e-6)

@@ -1,5 +1,10 @@
+"""RobustBench's packaging faults, handled lazily in one place."""
+from __future__ import annotations
+
 import subprocess
 import sys
+
+import pytest
 
 from otbench.compat.robustbench import is_shadowed, load_robustbench
 
@@ -10,6 +15,7 @@ def test_real_robustbench_loads_through_the_adapter():
     assert callable(rb.eval.benchmark) and hasattr(rb, "load_model")
 
 
+@pytest.mark.slow
 def test_importing_otbench_does_not_import_robustbench():
     code = ("import sys, otbench, otbench.cli, otbench.attacks, otbench.defenses, otbench.baselines, otbench.papers.otad; "
             "print('robustbench' in sys.modules, 'autoattack' in sys.modules)")
@@ -18,6 +24,7 @@ def test_importing_otbench_does_not_import_robustbench():
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_a_shadowing_robustbench_copy_is_detected_with_the_fix(tmp_path):
     """torchattacks 3.5.1 ships an old top-level `robustbench` folder (no helper_files/)."""
     (tmp_path / "robustbench").mkdir()

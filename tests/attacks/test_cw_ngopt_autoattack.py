@@ -1,5 +1,6 @@
-"""ngopt-cw, cw-l2 and autoattack on the tiny real-MNIST standard model: each must lower accuracy, so an
-attack that returns the clean images fails these."""
+"""ngopt-cw, cw-l2 and autoattack on tiny real-MNIST defenses."""
+from __future__ import annotations
+
 import pytest
 import torch
 
@@ -9,17 +10,17 @@ from otbench.guard import check_threat_model, perturbation_norms
 from otbench.registry import ATTACKS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These attacks run many small ops; two threads on two shared cores wait on each other (~50x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def accuracy(defense, x, y):
     return (defense.predict(x) == y).float().mean().item()
+
+
+CW_FAST = {"c": 1.0, "steps": 100, "binary_search_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def cw_generous(standard, test_batch):
+    x, y = test_batch[0][:20], test_batch[1][:20]
+    return x, y, ATTACKS.get("cw-l2")(standard, 5.0, **CW_FAST)(x, y, seed=0).adv
 
 
 def test_ngopt_cw_lowers_accuracy_with_one_batched_call_per_step(standard, test_batch, monkeypatch):
@@ -50,15 +51,6 @@ def test_ngopt_cw_is_deterministic_given_the_seed(standard, test_batch):
 def test_ngopt_cw_refuses_an_unknown_optimizer(standard):
     with pytest.raises(OTBenchError, match="unknown nevergrad optimizer"):
         ATTACKS.get("ngopt-cw")(standard, 0.2, optimizer="NoSuchOpt")
-
-
-CW_FAST = {"c": 1.0, "steps": 100, "binary_search_steps": 1}
-
-
-@pytest.fixture(scope="module")
-def cw_generous(standard, test_batch):
-    x, y = test_batch[0][:20], test_batch[1][:20]
-    return x, y, ATTACKS.get("cw-l2")(standard, 5.0, **CW_FAST)(x, y, seed=0).adv
 
 
 def test_cw_l2_lowers_accuracy_at_a_generous_threshold(standard, cw_generous):

@@ -1,12 +1,63 @@
-"""The soundness diagnostics fire on purpose-built broken cases and stay quiet on the standard model."""
+"""The soundness diagnostics (otbench/checks.py): each flag fires on a purpose-built case and stays quiet on a sound one."""
+from __future__ import annotations
+
 import pytest
 import torch
+from torch import nn
 
 from otbench import checks
 from otbench.data import eval_subset
 from otbench.defense import Defense
 from otbench.runner import run_suite
 from otbench.store import ResultStore, SampleRow
+
+
+class Bare(Defense):
+    """A defense built around given modules instead of a preset and a training run."""
+
+    name = "test-bare"
+
+    def __init__(self) -> None:
+        super().__init__(None, {}, torch.device("cpu"))
+
+
+class Embedding(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
+
+
+class MetricNN(Bare):
+    """1-nearest-neighbour among 500 real training images in the embedding of the standard network's body:
+    a non-differentiable defense whose neighbours are picked by a metric network."""
+
+    differentiable = False
+    has_metric_network = True
+
+    def __init__(self, net: nn.Module, bank_x: torch.Tensor, bank_y: torch.Tensor) -> None:
+        super().__init__()
+        self.embed = Embedding(net).eval()
+        with torch.no_grad():
+            self.bank = self.embed(bank_x)
+        self.bank_y = bank_y
+
+    def metric_network(self) -> nn.Module:
+        return self.embed
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            dist = torch.cdist(self.embed(x), self.bank)
+        scores = torch.full((len(x), int(self.bank_y.max()) + 1), -float("inf"))
+        return scores.scatter_reduce(1, self.bank_y.expand(len(x), -1), -dist, "amax")  # -distance per class
+
+
+@pytest.fixture(scope="module")
+def metric_nn(standard, mnist):
+    return MetricNN(standard.net, mnist.x_train[:500], mnist.y_train[:500])
+
 
 FAST = {"steps": 10, "n_queries": 150}
 
@@ -46,6 +97,13 @@ def _subset(data, n=20):
 
 def _codes(result, level=None):
     return {f.code for f in result.flags if level is None or f.level == level}
+
+
+def _cell(store, cell_id, eps, rows, attack="pgd"):
+    store.ensure_cell(cell_id, {"dataset": "mnist", "defense": "standard", "defense_config": {}, "attack": attack,
+                                "attack_config": {"norm": "L2"}, "eps": eps, "seed": 0, "subset_seed": 0,
+                                "preset": "quick"})
+    store.add_chunk(cell_id, 0, rows, {"wall_seconds": 0, "versions": {}, "device": "cpu", "machine": "test"})
 
 
 def test_masked_gradients_are_flagged(standard, tmp_path):
@@ -92,13 +150,6 @@ def test_a_weak_attack_is_flagged_by_the_undefended_check(standard, tmp_path):
     assert "undefended-not-broken" in _codes(result, "warning")
 
 
-def _cell(store, cell_id, eps, rows, attack="pgd"):
-    store.ensure_cell(cell_id, {"dataset": "mnist", "defense": "standard", "defense_config": {}, "attack": attack,
-                                "attack_config": {"norm": "L2"}, "eps": eps, "seed": 0, "subset_seed": 0,
-                                "preset": "quick"})
-    store.add_chunk(cell_id, 0, rows, {"wall_seconds": 0, "versions": {}, "device": "cpu", "machine": "test"})
-
-
 def test_stored_cell_checks(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     ok = [SampleRow(i, 1, 1, 1, 0.0, None) for i in range(30)]
@@ -115,3 +166,22 @@ def test_stored_cell_checks(tmp_path):
 @pytest.mark.parametrize("b,c,expected", [(10, 0, True), (5, 5, False), (1, 0, False), (30, 12, True), (20, 12, False)])
 def test_significance_rule(b, c, expected):
     assert checks.significantly_more(b, c) is expected
+
+
+def test_undefended_check_skips_attacks_the_undefended_network_cannot_take(metric_nn, tmp_path):
+    """dml-attack needs a metric network, which the undefended view has not: no check, and no crash."""
+    from otbench.data import EvalSubset
+    from otbench.runner import undefended_check
+    from otbench.store import ResultStore
+
+    class WithSurrogate(MetricNN):
+        surrogate_description = "the embedding's network"
+
+        def surrogate(self) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    d = WithSurrogate.__new__(WithSurrogate)
+    d.__dict__.update(metric_nn.__dict__)
+    store = ResultStore(tmp_path / "r.sqlite")
+    assert undefended_check(d, "dml-attack", {}, EvalSubset(0, (0, 1, 2)), store, 0, False) == []
+    store.close()

@@ -1,32 +1,17 @@
-"""The OTAD defense as a whole (the CIP solver itself is tested against cvxpy in test_cip.py)."""
+"""OTAD and KNN on tiny real-MNIST models: classification, identity, settings, the model cache, the step memo."""
+from __future__ import annotations
+
 import pytest
 import torch
+from support import TINY_TRAIN, tiny_overrides
 
-from otbench.common.neighbours import ExactKNN
 from otbench.defense import create_defense
 from otbench.errors import OTBenchError
-
-from support import TINY_TRAIN, tiny_overrides
 
 
 def brute_force_knn(train, x, k):
     d = torch.cdist(x.flatten(1).double(), train.flatten(1).double())
     return torch.argsort(d, dim=1, stable=True)[:, :k]
-
-
-@pytest.mark.parametrize("margin", [16, 0])  # margin 0 forces the float64 fallback path
-def test_exact_knn_matches_brute_force_on_real_mnist(mnist, margin):
-    train, x = mnist.x_train[:5000], mnist.x_test[:64]
-    knn = ExactKNN(train, margin=margin)
-    assert torch.equal(knn.search(x, 10), brute_force_knn(train, x, 10))
-    if margin == 0:
-        assert knn.fallbacks > 0
-
-
-def test_exact_knn_breaks_ties_by_index():
-    pts = torch.zeros(6, 4)
-    pts[3] = 1.0
-    assert ExactKNN(pts).search(torch.zeros(1, 4), 3).tolist() == [[0, 1, 2]]
 
 
 def test_knn_defense_is_H_of_mean_neighbour_feature(knn, test_batch):

@@ -2,6 +2,8 @@
 
 A new attack must add its fast settings below (the first test fails until it does). Each classification
 attack must lower accuracy within its threat model; a do-nothing attack fails."""
+from __future__ import annotations
+
 import pytest
 import torch
 

@@ -1,3 +1,6 @@
+"""The threat-model guard: every perturbation within eps and inside the input domain, enforced by the harness."""
+from __future__ import annotations
+
 import pytest
 import torch
 
@@ -50,12 +53,11 @@ def test_guard_checks_the_datasets_domain_and_skips_it_when_unbounded():
         check_threat_model(far, far + d, "L2", 0.2, domain=None)
 
 
-def test_runner_refuses_to_store_an_overstepping_attack(standard, tmp_path, monkeypatch):
+def test_runner_refuses_to_store_an_overstepping_attack(standard, tmp_path):
     from otbench.registry import ATTACKS
 
-    monkeypatch.setitem(ATTACKS._entries, "overstep", Overstep)
     store = ResultStore(tmp_path / "r.sqlite")
     subset = eval_subset(len(standard.data.x_test), 6, seed=0)
-    with pytest.raises(ThreatModelViolation):
+    with ATTACKS.temporary("overstep", Overstep), pytest.raises(ThreatModelViolation):
         run_cell(standard, "overstep", 1.0, subset, store, progress=False)
     assert sum(len(store.rows(c["cell_id"])) for c in store.cells()) == 0

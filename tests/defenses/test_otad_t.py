@@ -1,19 +1,21 @@
-"""OTAD-T (defenses/otad_t/) on tiny ViTs trained on real MNIST: its CIP features against the cvxpy reference at
-the ViT's token dimension, CIP-net's training against exact solutions on held-out points, the DML triplet loss
-and its semi-hard mining, and the DML attack moving OTAD-T's neighbours."""
+"""OTAD-T: CIP at the ViT's dimension, CIP-net, DML-nets and the DML attack."""
 from __future__ import annotations
 
 import pytest
 import torch
-
 from support import needs_mnist
 
 cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")
 
+
 # A ViT of the quick preset's layout, smaller: 49 tokens x 16 dims = 784-dimensional x~, one block.
 TINY_VIT = {"dim": 16, "depth": 1, "heads": 2, "epochs": 1, "batch_size": 64, "lr": 2e-3, "train_size": 2000}
+
+
 TINY_CIPNET = {"cipnet_width": 32, "cipnet_depth": 1, "cipnet_heads": 2, "cipnet_epochs": 6, "cipnet_n_train": 1000,
                "cipnet_batch_size": 64}
+
+
 TINY_DML = {"dml_arch": "cnn2", "dml_epochs": 1, "dml_batch_size": 64}
 
 
@@ -48,9 +50,10 @@ def test_otad_t_cip_features_match_the_conic_reference_at_the_vit_dimension(otad
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_cipnet_training_lowers_its_error_against_exact_solutions_on_held_out_points(mnist):
-    from otbench.defenses.otad_t.cipnet import CIPNet
     from otbench.defense import create_defense
+    from otbench.defenses.otad_t.cipnet import CIPNet
 
     nn_def = create_defense("otad-t-nn", mnist, "quick", {"train": {**TINY_VIT, **TINY_CIPNET}})
     xt, idx, exact = nn_def.held_out(150)  # test points: never in the CIP-net's training set
@@ -91,9 +94,9 @@ def test_semihard_mining_picks_negatives_beyond_the_positive_within_the_margin()
 
 @needs_mnist
 def test_dml_triplet_loss_falls_and_the_dml_attack_moves_otad_t_neighbours(mnist):
+    from otbench.defense import build_config, create_defense
     from otbench.defenses.otad_t.dml import load_or_train_dml
     from otbench.defenses.otad_t.presets import dml_config
-    from otbench.defense import build_config, create_defense
     from otbench.registry import ATTACKS, DEFENSES
 
     overrides = {"train": {**TINY_VIT, **TINY_DML}}

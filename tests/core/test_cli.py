@@ -1,22 +1,38 @@
 """The CLI end to end on a small real-MNIST subset, and its handling of user mistakes."""
+from __future__ import annotations
+
 import json
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from support import DATA, TINY_TRAIN
 
 from otbench.cli import main
 from otbench.registry import TABLES
 from otbench.report.spec import Column, Row, TableSpec
 
-from support import DATA, TINY_TRAIN
-
-
 
 def run_json(capsys, argv):
     assert main(argv + ["--json"] + ([] if argv[0] == "list" else ["--quiet"])) == 0
     return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture()
+def tiny_table():
+    rows = (Row("OTAD", "otad", "OTAD", {"train": dict(TINY_TRAIN)}),
+            Row("no defense", "standard", None, {"train": dict(TINY_TRAIN)}))
+    spec = TableSpec("tiny-table-3", "tiny Table III", "otad", "III", "mnist", rows,
+                     (Column("Standard Acc", "square", 2.0, "clean", "clean", {"n_queries": 30}),
+                      Column("Robust Acc eps=2", "square", 2.0, "robust", "eps=2", {"n_queries": 30})),
+                     figure=True)
+    with TABLES.temporary(spec.name, lambda: spec):
+        yield spec
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "otbench", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_list_shows_every_kind_with_capabilities(capsys):
@@ -25,18 +41,6 @@ def test_list_shows_every_kind_with_capabilities(capsys):
     assert "surrogate" in out["defenses"]["otad"] and out["defenses"]["standard"]["differentiable"] is True
     assert "needs scores" in out["attacks"]["square"]["threat_model"]
     assert "mnist" in out["datasets"] and "otad-table-3" in out["tables"]
-
-
-@pytest.fixture()
-def tiny_table(monkeypatch):
-    rows = (Row("OTAD", "otad", "OTAD", {"train": dict(TINY_TRAIN)}),
-            Row("no defense", "standard", None, {"train": dict(TINY_TRAIN)}))
-    spec = TableSpec("tiny-table-3", "tiny Table III", "otad", "III", "mnist", rows,
-                     (Column("Standard Acc", "square", 2.0, "clean", "clean", {"n_queries": 30}),
-                      Column("Robust Acc eps=2", "square", 2.0, "robust", "eps=2", {"n_queries": 30})),
-                     figure=True)
-    monkeypatch.setitem(TABLES._entries, spec.name, lambda: spec)
-    return spec
 
 
 def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
@@ -74,20 +78,16 @@ def test_run_store_resume_and_report_end_to_end(capsys, tmp_path, tiny_table):
     assert set(pd.read_csv(out_dir / "tiny-table-3.csv")["preset"]) == {"quick"}
 
 
-def test_report_fill_runs_the_missing_cells(capsys, tmp_path, monkeypatch):
+def test_report_fill_runs_the_missing_cells(capsys, tmp_path):
     rows = (Row("KNN K=5", "knn", "KNN", {"train": dict(TINY_TRAIN), "defense": {"K": 5}}),)
     spec = TableSpec("tiny-table-12", "tiny XII", "otad", "XII", "mnist", rows,
                      (Column("Standard Acc", "none", 0.0, "clean", "K={K}"),))
-    monkeypatch.setitem(TABLES._entries, spec.name, lambda: spec)
     db, out_dir = str(tmp_path / "r.sqlite"), tmp_path / "rep"
-    run_json(capsys, ["report", "--tables", spec.name, "--preset", "quick", "--results", db, "--out", str(out_dir),
-                      "--fill", "--n", "5", "--data-root", str(DATA)])
+    with TABLES.temporary(spec.name, lambda: spec):
+        run_json(capsys, ["report", "--tables", spec.name, "--preset", "quick", "--results", db, "--out",
+                          str(out_dir), "--fill", "--n", "5", "--data-root", str(DATA)])
     lines = (out_dir / "tiny-table-12.csv").read_text().splitlines()
     assert lines[1].split(",")[3] == "96.2" and lines[1].split(",")[6] == "measured"  # paper value K=5
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "otbench", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -119,6 +119,7 @@ def test_user_mistakes_are_one_line_errors(args, message, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_user_mistake_in_a_real_process_prints_no_traceback():
     res = cli("run", "--defense", "otda", "--attack", "square")
     assert res.returncode == 2 and "Did you mean 'otad'?" in res.stderr and "Traceback" not in res.stderr

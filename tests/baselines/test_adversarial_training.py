@@ -1,20 +1,23 @@
-"""OTAD's MNIST baselines (issue 4, part A): pgd-at, fgsm-at, median-filter, stl, ape-gan.
+"""PGD and FGSM adversarial training (pgd-at, fgsm-at) on the shared hook."""
+from __future__ import annotations
 
-Tiny real-MNIST models trained once per session (TINY_TRAIN's classifier is `standard`'s checkpoint), each
-baseline checked for the property that makes it a defense, against a reference where one exists."""
 import pytest
 import torch
-
-from otbench.attacks.fgsm import FGSM
-from otbench.defense import build_config, create_defense
-from otbench.registry import ATTACKS, DEFENSES
-
 from support import TINY_TRAIN
 
+from otbench.attacks.fgsm import FGSM
+from otbench.data import eval_subset
+from otbench.defense import build_config, create_defense
+from otbench.errors import OTBenchError
+from otbench.registry import ATTACKS, DEFENSES
+from otbench.runner import run_cell
+from otbench.store import ResultStore
+
 NAMES = ("pgd-at", "fgsm-at", "median-filter", "stl", "ape-gan")
+
+
 TINY_STL = {"stl_atoms": 8, "stl_learn_images": 300, "stl_learn_steps": 8, "stl_learn_batch": 32,
             "stl_learn_iterations": 10}
-TINY_APE = {"ape_width": 8, "ape_lr": 5e-3, "ape_epochs": 1, "ape_batch_size": 16, "ape_train_images": 1000}
 
 
 def robust_accuracy(defense, attack: str, eps: float, x, y, **cfg) -> float:
@@ -46,11 +49,6 @@ def median(mnist, standard):
 @pytest.fixture(scope="session")
 def stl(mnist, standard):
     return create_defense("stl", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_STL}, "defense": {"iterations": 30}})
-
-
-@pytest.fixture(scope="session")
-def ape_gan(mnist, standard):
-    return create_defense("ape-gan", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_APE}})
 
 
 def test_registered_with_presets_and_declared_capabilities(capsys):
@@ -114,67 +112,42 @@ def test_fgsm_at_is_more_robust_to_fgsm_than_the_standard_net(fgsm_at, standard,
     assert adv_trained > std + 0.1, (adv_trained, std)
 
 
-def test_median_filter_matches_art_spatial_smoothing(mnist):
-    from art.defences.preprocessor import SpatialSmoothing
+# -- PGD adversarial training ------------------------------------------------------------------------------
+def test_pgd_at_trains_on_adversarial_inputs(mnist, standard):
+    from otbench.common.adversarial import pgd_perturbation
 
-    from otbench.baselines.median_filter import median_filter
-
-    x = mnist.x_test[:20]
-    x = x + 0.3 * torch.rand_like(x)  # break ties: every rank matters
-    for window in (2, 3, 4):
-        ref, _ = SpatialSmoothing(window_size=window, channels_first=True)(x.numpy())
-        assert torch.equal(median_filter(x, window), torch.from_numpy(ref)), window
-
-
-def test_median_filter_removes_salt_and_pepper_noise(median, eval_batch):
-    x, y = eval_batch
-    gen = torch.Generator().manual_seed(0)
-    u = torch.rand(x.shape, generator=gen)
-    noisy = torch.where(u < 0.05, 0.0, torch.where(u > 0.95, 1.0, x))  # 10% of the pixels flipped
-    before = (noisy - x).flatten(1).norm(dim=1)
-    after = (median.purify(noisy) - x).flatten(1).norm(dim=1)
-    assert (after < before).all() and after.mean() < 0.5 * before.mean()
-    with torch.no_grad():  # and the classifier behind the filter does better than on the noisy images
-        unfiltered = float((median.net(noisy).argmax(1) == y).float().mean())
-    assert float((median.predict(noisy) == y).float().mean()) > unfiltered
-
-
-def test_purifier_bpda_surrogate_is_the_classifier_at_the_purified_point(median, eval_batch):
-    x = eval_batch[0][:8].clone().requires_grad_(True)
-    sur = median.surrogate()
-    out = sur(x)
+    cfg = {"adv_norm": "Linf", "adv_eps": 0.1, "adv_steps": 5, "adv_step_ratio": 2.5, "adv_random_start": True}
+    net = standard.net
+    x, y = mnist.x_test[:64], mnist.y_test[:64]
+    net.train()
+    try:
+        adv = pgd_perturbation(cfg)(net, x, y)
+        assert net.training  # the hook leaves the network in train mode
+    finally:
+        net.eval()
+    delta = (adv - x).abs()
+    assert delta.max() <= 0.1 + 1e-6 and delta.max() > 0.05 and 0 <= adv.min() and adv.max() <= 1
+    ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
-        assert torch.allclose(out, median.logits(x))
-    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
-    p = median.purify(x.detach()).requires_grad_(True)
-    (ref,) = torch.autograd.grad(median.net(p)[:, 0].sum(), p)
-    assert torch.allclose(grad, ref)
+        assert ce(net(adv), y) > ce(net(x), y) + 0.5  # they are adversarial
+    try:
+        l2 = pgd_perturbation({**cfg, "adv_norm": "L2", "adv_eps": 1.0})(net, x, y)
+    finally:
+        net.eval()
+    assert (l2 - x).flatten(1).norm(dim=1).max() <= 1.0 + 1e-5
+    with pytest.raises(OTBenchError, match="adv_norm"):
+        pgd_perturbation({**cfg, "adv_norm": "L1"})
 
 
-def test_stl_codes_are_sparse_and_remove_perturbation_energy(stl, standard, eval_batch):
-    x, y = eval_batch[0][:40], eval_batch[1][:40]
-    low, z = stl.codes(x)
-    assert (z != 0).float().mean() < 0.1  # sparse: most coefficients are exactly zero
-    clean = stl.purify(x)
-    assert float((clean - x).norm() / x.norm()) < 0.3  # clean images are kept
-    assert float((stl.predict(x) == y).float().mean()) > 0.8
-    # adversarial noise (PGD on the undefended classifier) is mostly not representable by the dictionary
-    adv = ATTACKS.get("pgd")(standard, 0.1, norm="Linf", steps=10)(x, y, seed=0).adv
-    ratio = (stl.purify(adv) - clean).flatten(1).norm(dim=1) / (adv - x).flatten(1).norm(dim=1)
-    assert (ratio < 1).all() and ratio.mean() < 0.8, ratio
-
-
-def test_ape_gan_generator_moves_fgsm_examples_back_to_the_clean_images(ape_gan, eval_batch):
-    from otbench.common.adversarial import pgd_examples
-
-    x, y = eval_batch
-    adv = pgd_examples(ape_gan.net, x, y, "Linf", 0.3, 1, 1.0, False)  # the examples it is trained on
-    with torch.no_grad():
-        restored = ape_gan.purify(adv)
-    before, after = ((a - x).flatten(1).norm(dim=1) for a in (adv, restored))
-    assert after.mean() < 0.85 * before.mean()
-    assert float((ape_gan.predict(adv) == y).float().mean()) > float((ape_gan.net(adv).argmax(1) == y).float().mean())
-    # differentiable end to end: a real gradient through the generator
-    xg = x[:4].clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(ape_gan.module()(xg).logsumexp(1).sum(), xg)
-    assert g.abs().sum() > 0
+def test_pgd_at_is_more_robust_than_standard_on_the_same_budget(mnist, standard, tmp_path):
+    adv_train = {**TINY_TRAIN, "adv_norm": "Linf", "adv_eps": 0.1, "adv_steps": 5, "adv_step_ratio": 2.5,
+                 "adv_random_start": True}
+    at = create_defense("pgd-at", mnist, "quick", {"train": adv_train})
+    store = ResultStore(tmp_path / "r.sqlite")
+    subset = eval_subset(len(mnist.x_test), 100, 0)
+    cfg = {"norm": "Linf", "steps": 10}
+    rob_at = run_cell(at, "pgd", 0.1, subset, store, cfg, progress=False)
+    rob_std = run_cell(standard, "pgd", 0.1, subset, store, cfg, progress=False)
+    assert rob_at.clean_accuracy > 0.6
+    assert rob_at.robust_accuracy >= rob_std.robust_accuracy + 0.2, (rob_at, rob_std)
+    store.close()

@@ -1,0 +1,147 @@
+"""The cells of an attack-cell table (spec.py): each (row, column) found in the results store at a preset (a
+row with no result there may be taken whole from a fallback preset), and `fill_cells`, which runs the missing
+ones through a run plan."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from ..config import merge
+from ..defense import build_config
+from ..metrics import regression_metrics
+from ..registry import ATTACKS, DEFENSES
+from ..store import ResultStore
+from .paper import paper_value
+from .spec import REGRESSION_METRICS, Column, Row, TableSpec, column_config, row_attack
+from .table import ReportContext
+
+
+@dataclass
+class Cell:
+    row: Row
+    column: Column
+    measured: float | None  # percent; for the regression metrics (mse, e, smape) their value
+    paper: float | None
+    n: int
+    cell_id: str | None
+    status: str  # "measured", "not run", "not available"
+    preset: str = ""  # the preset the cell was found at
+    fallback: bool = False  # its row had no result at the table's preset and was taken from a smaller one
+
+
+def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> tuple[dict, dict] | None:
+    """The defense and attack configs a stored cell must have to count for this table cell."""
+    if row.defense not in DEFENSES:
+        return None
+    cls = DEFENSES.get(row.defense)
+    if preset not in cls.presets:
+        return None
+    defense_cfg = build_config(cls, preset, row.overrides)
+    attack = row_attack(row, column)
+    attack_cfg = merge(ATTACKS.get(attack).defaults, column.attack_overrides, attack)
+    return defense_cfg, attack_cfg
+
+
+def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str) -> dict | None:
+    expected = expected_configs(spec, row, column, preset)
+    if expected is None:
+        return None
+    defense_cfg, attack_cfg = expected
+    best = None
+    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=row_attack(row, column), preset=preset):
+        if abs(cell["eps"] - column.eps) > 1e-12:
+            continue
+        stored_attack = {k: v for k, v in cell["attack_config"].items() if k != "chunk_size"}
+        if stored_attack != attack_cfg or any(cell["defense_config"].get(s) != defense_cfg.get(s)
+                                              for s in ("train", "defense")):
+            continue
+        cell["n"] = store.count_rows(cell["cell_id"])  # a count, not every row of every candidate
+        if cell["n"] and (best is None or (cell["n"], cell["created_at"]) > (best["n"], best["created_at"])):
+            best = cell
+    return best
+
+
+def row_label(cell: Cell) -> str:
+    """The row's label, marked when the row was taken from a fallback preset."""
+    return cell.row.label + (f" [preset {cell.preset}]" if cell.fallback else "")
+
+
+def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | None = None) -> list[Cell]:
+    """Every cell of the table at `preset`. A row with no result there is taken whole from `fallback` (e.g.
+    `quick` where a paper-scale model needs a GPU), never mixed within a row; its cells carry that preset."""
+    out = []
+    for row in spec.rows:
+        cells = [_collect_cell(spec, store, row, column, preset) for column in spec.columns]
+        if fallback and fallback != preset and not any(c.status == "measured" for c in cells):
+            smaller = [_collect_cell(spec, store, row, column, fallback) for column in spec.columns]
+            if any(c.status == "measured" for c in smaller):
+                cells = [replace(c, fallback=True) for c in smaller]
+        out += cells
+    return out
+
+
+def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column, preset: str) -> Cell:
+    setting = column.paper_setting.format(**row.overrides.get("defense", {})) if column.paper_setting else None
+    paper = paper_value(spec.paper, spec.paper_table, spec.paper_dataset or spec.dataset, row.paper_method,
+                        setting, column.paper_metric) if row.paper_method and setting else None
+    if row.defense not in DEFENSES:
+        return Cell(row, column, None, paper, 0, None, "not available", preset)
+    if column.metric == "worst":
+        return _worst_cell(store, spec, row, column, preset, paper)
+    cell = find_cell(store, spec, row, column, preset)
+    if cell is None:
+        return Cell(row, column, None, paper, 0, None, "not run", preset)
+    if column.metric in REGRESSION_METRICS:
+        outs = store.outputs(cell["cell_id"])
+        value = regression_metrics([o.target for o in outs], [o.clean_out for o in outs],
+                                   [o.adv_out for o in outs])[column.metric] if outs else None
+        return Cell(row, column, value, paper, len(outs), cell["cell_id"], "measured", preset)
+    rows = store.rows(cell["cell_id"])
+    if column.metric == "norm":
+        won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
+        value = sum(won) / len(won) if won else None
+    else:
+        value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
+    return Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured", preset)
+
+
+def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
+                paper: float | None) -> Cell:
+    """Robust only if robust under every attack of the column: the per-sample worst case."""
+    plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
+    found = [find_cell(store, spec, plain, Column(a, a, column.eps, attack_overrides=column_config(column, a)),
+                       preset) for a in column.attacks]
+    if any(f is None for f in found):
+        return Cell(row, column, None, paper, 0, None, "not run", preset)
+    per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
+    common = set.intersection(*(set(p) for p in per))
+    value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
+    return Cell(row, column, value, paper, len(common), None, "measured", preset)
+
+
+def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
+    """Run every cell of the table the store does not hold at ctx.preset: one run-plan job per row and attack
+    settings, with the table's exact settings (no automatic EOT, no extra checks: the report re-runs the
+    stored-cell checks itself)."""
+    from ..plan import AttackJob, DefenseJob, RunPlan
+
+    missing = [c for c in collect(spec, store, ctx.preset) if c.status == "not run"]
+    jobs: dict[tuple, dict[str, list[float]]] = {}  # (row, attack, settings) -> eps; a job holds one per name
+    rows: dict[str, Row] = {}
+    for c in missing:
+        rows[c.row.label] = c.row
+        for attack in c.column.attacks if c.column.metric == "worst" else (row_attack(c.row, c.column),):
+            config = column_config(c.column, attack)
+            key = (c.row.label, attack, json.dumps(config, sort_keys=True))
+            eps = jobs.setdefault(key, {"eps": []})["eps"]
+            if c.column.eps not in eps:
+                eps.append(c.column.eps)
+    if not jobs:
+        return
+    plan = RunPlan(spec.dataset, [DefenseJob(rows[label].defense, ctx.preset, rows[label].overrides,
+                                             (AttackJob(attack, tuple(v["eps"]), json.loads(config)),))
+                                  for (label, attack, config), v in jobs.items()],
+                   n=ctx.n, subset_seed=ctx.subset_seed, seed=ctx.seed, chunk=ctx.chunk, device=ctx.device,
+                   data_root=ctx.data_root, checks=False, auto_eot=False)
+    plan.validate()
+    plan.execute(store, progress=ctx.progress)
