@@ -24,6 +24,8 @@ Cost besides the defense: ~1 ms of nevergrad bookkeeping per sample and step, an
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -40,7 +42,7 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(name: str, dim: int, sigma: float, budget: int, seed: int,
-                   index: int) -> "ng.optimization.base.Optimizer":
+                   index: int) -> Any:
     """Sample `index`'s optimizer over a perturbation of `dim` values, mutation sigma `sigma`."""
     import nevergrad as ng  # here, not at import: nevergrad takes most of a second to load
 
