@@ -234,19 +234,12 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
-    import sqlite3
-
     from .store import ResultStore
 
-    store = ResultStore(args.results)
+    store = ResultStore(args.results)  # checked (and migrated) before any source is read
     out = {}
     for source in args.sources:
-        if not Path(source).is_file():
-            raise OTBenchError(f"results database {source} does not exist")
-        try:
-            out[source] = store.merge_from(source)
-        except sqlite3.DatabaseError as exc:
-            raise OTBenchError(f"{source} is not an otbench results database: {exc}") from None
+        out[source] = store.merge_from(source)
         if not args.json:
             print(f"{source} -> {store.path}: " + ", ".join(f"{v} new {k}" for k, v in out[source].items()))
     store.close()

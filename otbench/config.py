@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -12,6 +13,38 @@ from .errors import OTBenchError
 
 SECTIONS = ("defense", "train", "attack")
 NULLABLE = {"train_size"}  # settings where null means "all" even when the preset gives a number
+
+# Ranges by setting name, shared by every defense and attack (a setting's own class may check more): counts and
+# sizes are integers >= 1, seeds >= 0, learning rates > 0, momenta and fractions in [0, 1); every number finite.
+_COUNTS = {"epochs", "batch_size", "steps", "n_queries", "n_restarts", "budget", "binary_search_steps", "candidates",
+           "eot_samples", "blocks", "depth", "heads", "width", "hidden", "dim", "ensemble", "iterations", "restarts",
+           "patch", "num_layers", "init_channels", "latent_dim", "critic_steps"}
+_COUNT_SUFFIXES = ("_epochs", "_batch_size", "_width", "_depth", "_heads", "_atoms", "_size", "_images", "_n_train",
+                   "_emb", "_channels", "_dim", "_terms")
+_NON_NEGATIVE = {"p_warm_epochs", "adv_steps", "rec_steps"}  # 0 means none (no warm-up, no steps)
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a number for setting `key`, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if key in _NON_NEGATIVE:
+        return None if isinstance(value, int) and value >= 0 else "must be an integer >= 0"
+    if key in _COUNTS or key.endswith(_COUNT_SUFFIXES):
+        return None if isinstance(value, int) and value >= 1 else "must be an integer of at least 1"
+    if key == "seed" or key.endswith("_seed"):
+        return None if isinstance(value, int) and value >= 0 else "must be an integer >= 0"
+    if key == "lr" or key.endswith("_lr") or key.startswith("lr_"):
+        return None if value > 0 else "must be > 0"
+    if key in ("momentum", "rec_momentum", "adv_clean_fraction"):
+        return None if 0 <= value < 1 else "must be in [0, 1)"
+    if key == "weight_decay":
+        return None if value >= 0 else "must be >= 0"
+    if key == "p_init":
+        return None if 0 < value <= 1 else "must be in (0, 1]"
+    return None
 
 
 def config_hash(obj: Any, length: int = 16) -> str:
@@ -84,4 +117,7 @@ def _checked(what: str, key: str, default: Any, value: Any) -> Any:
         ok, expected = True, ""
     if not ok:
         raise OTBenchError(f"{what} setting '{key}' must be {expected}, got {value!r}")
+    problem = _range_problem(key, value)
+    if problem:
+        raise OTBenchError(f"{what} setting '{key}' {problem}, got {value!r}")
     return value

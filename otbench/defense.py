@@ -14,6 +14,7 @@ from torch import nn
 from .config import merge
 from .data import Dataset
 from .errors import OTBenchError
+from .identity import defense_identity
 from .registry import DEFENSES
 
 
@@ -116,9 +117,11 @@ class Defense:
         raise OTBenchError(f"defense '{self.name}' has no embedding to show")
 
     def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Predicted classes; non-finite scores are an error, never a class (argmax would make them class 0)."""
         with torch.no_grad():
-            return torch.cat([self.logits(x[i:i + batch_size].to(self.device)).argmax(1).cpu()
-                              for i in range(0, len(x), batch_size)])
+            scores = [self.logits(x[i:i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)]
+        check_finite_outputs(self.name, torch.cat([s.detach().cpu() for s in scores]) if scores else torch.zeros(0))
+        return torch.cat([s.argmax(1).cpu() for s in scores])
 
     def module(self) -> nn.Module:
         """An nn.Module that torchattacks (and anything else taking a model) can call directly."""
@@ -128,6 +131,14 @@ class Defense:
     def identity(self) -> dict[str, Any]:
         """Everything that determines this defense's outputs: the key results are stored under."""
         return defense_identity(self.name, self.data.name, self.config)
+
+
+def check_finite_outputs(name: str, outputs: torch.Tensor) -> None:
+    bad = ~torch.isfinite(outputs.reshape(len(outputs), -1)).all(1)
+    if bad.any():
+        raise OTBenchError(f"defense '{name}' returned non-finite outputs (NaN or inf) for {int(bad.sum())} of "
+                           f"{len(outputs)} inputs: no result is stored from them (a diverged training? check "
+                           f"its train settings, e.g. lr)")
 
 
 class DefenseModule(nn.Module):
@@ -152,14 +163,6 @@ class DefenseModule(nn.Module):
             return self.defense.logits(x)
         with torch.no_grad():
             return self.defense.logits(x)
-
-
-def defense_identity(name: str, dataset: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The stored identity of a defense. Known flaw, kept so that stored cell ids stay valid: a config with a
-    `defense` section replaces the name, so two defenses with equal presets would share cells.
-    tests/test_registry.py checks that no two registered defenses do; a new defense that collides must add
-    a distinguishing setting (e.g. `{"model": name}` in its defense section)."""
-    return {"defense": name, "dataset": dataset, **config}
 
 
 def build_config(cls: type[Defense], preset: str, overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:

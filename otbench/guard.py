@@ -1,6 +1,8 @@
 """The harness, not the attack, enforces the threat model: every adversarial batch is checked here."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import ThreatModelViolation
@@ -27,6 +29,8 @@ def check_threat_model(x: torch.Tensor, adv: torch.Tensor, norm: str | None, eps
     (the dataset's (low, high); None = unbounded, not checked).
     An unbounded attack (eps is not a norm bound) is checked only for the domain.
     Returns the perturbation norms (L2 when the attack has no norm of its own)."""
+    if bounded and norm and not math.isfinite(eps):  # NaN would let every perturbation through
+        raise ThreatModelViolation(f"{attack}: eps must be a finite number, got {eps!r}")
     if adv.shape != x.shape:
         raise ThreatModelViolation(f"{attack} returned shape {tuple(adv.shape)} for inputs {tuple(x.shape)}")
     if not torch.isfinite(adv).all():

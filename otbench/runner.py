@@ -14,11 +14,11 @@ from tqdm import tqdm
 
 from .attacks import Attack, AttackOutput
 from .attacks.base import GRADIENT_NEEDS
-from .config import config_hash
 from .data import Dataset, EvalSubset
-from .defense import Defense
+from .defense import Defense, check_finite_outputs
 from .errors import OTBenchError
 from .guard import check_threat_model
+from .identity import cell_key
 from .metrics import regression_metrics
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
@@ -66,9 +66,8 @@ class CellSummary:
                 f"(n={self.n}{queries}{norm}; {tail})")
 
 
-def cell_identity(defense: Defense, attack: Attack, seed: int, subset_seed: int, chunk_size: int) -> dict:
-    return {"defense": defense.identity, "attack": attack.name, "attack_config": attack.config,
-            "eps": attack.eps, "seed": seed, "subset_seed": subset_seed, "chunk_size": chunk_size}
+def _cell_id(defense: Defense, attack: Attack, seed: int, subset_seed: int, chunk_size: int) -> str:
+    return cell_key(defense.identity, attack.name, attack.config, attack.eps, seed, subset_seed, chunk_size)
 
 
 def is_regression(defense: Defense) -> bool:
@@ -90,8 +89,7 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
     """Evaluate one cell on `subset`, reusing stored rows and committing each finished chunk."""
     check_task(defense)
     attack: Attack = ATTACKS.get(attack_name)(defense, eps, **(attack_config or {}))
-    identity = cell_identity(defense, attack, seed, subset.seed, chunk_size)
-    cell_id = config_hash(identity, 24)
+    cell_id = _cell_id(defense, attack, seed, subset.seed, chunk_size)
     data = defense.data
     store.ensure_cell(cell_id, {
         "dataset": data.name, "defense": defense.name, "defense_config": {**defense.config, **_model_meta(defense)},
@@ -157,6 +155,7 @@ def _outputs(defense: Defense, x: torch.Tensor, batch_size: int = 1000) -> torch
     with torch.no_grad():
         out = torch.cat([defense.logits(x[i:i + batch_size].to(defense.device)).reshape(len(x[i:i + batch_size]), -1)
                          .cpu() for i in range(0, len(x), batch_size)])
+    check_finite_outputs(defense.name, out)
     if out.shape[1] != 1:
         raise OTBenchError(f"defense '{defense.name}' has {out.shape[1]} outputs; the results store keeps one "
                            f"per sample (scalar regression targets)")

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from .config import config_hash
+from .errors import OTBenchError
+from .migrations import SCHEMA_VERSION, migrate
 
 RESULTS_ENV = "OTBENCH_RESULTS"
 DEFAULT_RESULTS = "otbench-results.sqlite"
@@ -33,7 +38,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     machine TEXT, finished_at REAL, PRIMARY KEY (cell_id, chunk));
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, sample_ids TEXT, n INTEGER,
-    wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT);
+    wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT, pid INTEGER,
+    host TEXT);
 CREATE TABLE IF NOT EXISTS outputs (
     cell_id TEXT, sample_id INTEGER, target REAL, clean_out REAL, adv_out REAL, PRIMARY KEY (cell_id, sample_id));
 CREATE TABLE IF NOT EXISTS flags (
@@ -44,8 +50,37 @@ CREATE TABLE IF NOT EXISTS analyses (
 """
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def resolve_results_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS).expanduser()
+
+
+def writable(path: Path) -> bool:
+    """Whether we may write `path`: the mode bits too, since root ignores them and would write anyway."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o200)
+
+
+def check_results_path(path: Path) -> None:
+    """Refuse, before any work, a results path that is not a writable SQLite file or a new file in a writable
+    folder (nothing is created here: a mistyped folder must not appear on disk)."""
+    if path.is_dir():
+        raise OTBenchError(f"results database {path} is a directory; give a file, e.g. {path / DEFAULT_RESULTS}")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head and head != SQLITE_HEADER:
+            raise OTBenchError(f"results database {path} is not an SQLite file; give an otbench results database "
+                               f"or a new file name")
+        if not writable(path):
+            raise OTBenchError(f"results database {path} is read-only; give a writable file or a new file name")
+        return
+    if not path.parent.is_dir():
+        raise OTBenchError(f"results database {path}: folder {path.parent} does not exist")
+    if not writable(path.parent):
+        raise OTBenchError(f"results database {path}: folder {path.parent} is read-only; give a path in a writable "
+                           f"folder")
 
 
 @dataclass
@@ -99,12 +134,46 @@ class OutputRow:
 
 
 class ResultStore:
+    """The results database, opened (created, or migrated to the current schema once) and checked as one."""
+
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = resolve_results_path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_results_path(self.path)
         self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.executescript(_SCHEMA)
-        self.db.commit()
+        self.migrated: list[str] = []  # what opening it did to an older database
+        try:
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version > SCHEMA_VERSION:
+                raise OTBenchError(f"results database {self.path} has schema v{version}, written by a newer otbench "
+                                   f"(this one reads up to v{SCHEMA_VERSION}); upgrade otbench")
+            if tables and "cells" not in tables:
+                raise OTBenchError(f"{self.path} is an SQLite database but not otbench's (no table `cells`; it has "
+                                   f"{', '.join(sorted(tables))}); give an otbench results database or a new file")
+            self.db.executescript(_SCHEMA)  # tables a database from before them lacks
+            if not tables:
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                self.migrated = migrate(self.db, max(version, 1))
+            self.db.commit()
+            self._mark_killed_runs()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise OTBenchError(f"results database {self.path} cannot be read ({exc}): it is corrupt or truncated; "
+                               f"give another file or move it away") from None
+        except OTBenchError:
+            self.db.close()
+            raise
+
+    def _mark_killed_runs(self) -> None:
+        """A run whose process died without a word (kill -9, a crash) still says `running`: on this host, a run
+        whose process is gone was killed."""
+        host = socket.gethostname()
+        dead = [run_id for run_id, pid in self.db.execute(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", (host,)) if not _alive(pid)]
+        if dead:
+            with self.db:
+                self.db.executemany("UPDATE runs SET status = 'killed' WHERE run_id = ?", [(r,) for r in dead])
 
     def close(self) -> None:
         self.db.close()
@@ -182,10 +251,10 @@ class ResultStore:
     def start_run(self, cell_id: str, command: str, ids: list[int], machine: str, versions: dict) -> int:
         with self.db:
             cur = self.db.execute(
-                "INSERT INTO runs (cell_id, command, sample_ids, n, status, started_at, machine, versions) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (cell_id, command, sample_ids, n, status, started_at, machine, versions, pid, host) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (cell_id, command, json.dumps(ids), len(ids), "running", time.time(), machine,
-                 json.dumps(versions, sort_keys=True)))
+                 json.dumps(versions, sort_keys=True), os.getpid(), socket.gethostname()))
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, wall_seconds: float, status: str = "complete") -> None:
@@ -214,7 +283,18 @@ class ResultStore:
     # -- merging -----------------------------------------------------------------------------------
     def merge_from(self, other: str | os.PathLike) -> dict[str, int]:
         """Copy every cell, row, chunk, run, flag and analysis of another results database that this one lacks
-        (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent."""
+        (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent. An older
+        database is migrated in a temporary copy first: the source file is only read."""
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(other)
+            if not source.is_file():
+                raise OTBenchError(f"results database {source} does not exist")
+            copy = Path(tmp) / "source.sqlite"
+            shutil.copyfile(source, copy)
+            ResultStore(copy).close()  # checked, and migrated to this schema if older
+            return self._merge_attached(copy)
+
+    def _merge_attached(self, other: Path) -> dict[str, int]:
         self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
         counts = {}
         try:
@@ -226,7 +306,8 @@ class ResultStore:
                     before = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                     self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
                     counts[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] - before
-                cols = "cell_id, command, sample_ids, n, wall_seconds, status, started_at, finished_at, machine, versions"
+                cols = ("cell_id, command, sample_ids, n, wall_seconds, status, started_at, finished_at, machine, "
+                        "versions, pid, host")
                 before = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
                 self.db.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM other.runs o WHERE NOT EXISTS "
                                 f"(SELECT 1 FROM runs r WHERE r.cell_id = o.cell_id AND r.started_at = o.started_at)")
@@ -282,3 +363,15 @@ class ResultStore:
         cur = self.db.execute("SELECT * FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True  # recorded before pids were: unknown, leave it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process of that pid
+        return True
+    return True

@@ -15,6 +15,9 @@ def run_pgd(model: nn.Module, config: dict, eps: float, images: torch.Tensor, la
     # step size alpha = step_ratio * eps / steps (Madry et al.'s 2.5 eps / steps rule)
     import torchattacks  # here, not at import: the CLI lists and validates without loading the toolkit
 
+    if eps == 0 and config["norm"] == "L2":
+        # the ball of radius 0 is {x}; torchattacks' PGDL2 would project by eps / ||delta|| = 0 / 0 (NaN) there
+        return images.detach().cpu().clone()
     alpha = config["step_ratio"] * eps / config["steps"]
     cls = torchattacks.PGDL2 if config["norm"] == "L2" else torchattacks.PGD
     atk = cls(model, eps=eps, alpha=alpha, steps=config["steps"], random_start=config["random_start"])

@@ -185,3 +185,32 @@ def test_undefended_check_skips_attacks_the_undefended_network_cannot_take(metri
     store = ResultStore(tmp_path / "r.sqlite")
     assert undefended_check(d, "dml-attack", {}, EvalSubset(0, (0, 1, 2)), store, 0, False) == []
     store.close()
+
+
+class ChangesItsMind(_Wrapped):
+    """Answers right on its first call and with the next class on every later one: not randomized, just broken."""
+
+    name, differentiable = "changes-its-mind-test", True
+
+    def __init__(self, standard):
+        super().__init__(standard)
+        self.calls = 0
+
+    def logits(self, x):
+        self.calls += 1
+        out = self.net(x)
+        return out if self.calls == 1 else out.roll(1, dims=1)
+
+
+def test_eps0_flag_fires_when_an_attack_at_eps_0_changes_predictions(standard, tmp_path):
+    """The attack really runs at eps 0 (no shortcut), its output is held to the clean input by the guard, and
+    the check sees the defense give another answer for it."""
+    store = ResultStore(tmp_path / "r.sqlite")
+    run_suite(ChangesItsMind(standard), {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3},
+              progress=False, checks=False)
+    flags = checks.cell_flags(store, store.cells())
+    assert [(f.code, f.level) for f in flags] == [("eps0-not-clean", "error")]
+    assert "10 predictions changed at eps = 0" in flags[0].message
+    run_suite(standard, {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3}, progress=False, checks=False)
+    sound = [c for c in store.cells() if c["defense"] == "standard"]
+    assert checks.cell_flags(store, sound) == []
