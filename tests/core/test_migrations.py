@@ -4,7 +4,6 @@ the current code computes, and is refused whole when it does not match its own k
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sqlite3
 from pathlib import Path
