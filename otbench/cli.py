@@ -172,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import RunPlan
-    from .store import ResultStore
+    from .store import check_results_path, resolve_results_path
 
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=args.n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
@@ -183,16 +183,16 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    store = ResultStore(args.results)
-    results = plan.execute(store, progress=not args.quiet)
+    path = resolve_results_path(args.results)
+    check_results_path(path)  # before any data is loaded; the file itself is made once the data are there
+    results = plan.execute(path, progress=not args.quiet)
     if not args.json:
         for result in results:
-            print("\n".join(result.lines(store.path)))
-    store.close()
+            print("\n".join(result.lines(path)))
     return {"cells": [s.as_dict() for r in results for s in r.cells],
             "worst_case": [w for r in results for w in r.worst_case],
             "flags": [f.as_dict() for r in results for f in r.flags], "subset_seed": args.subset_seed,
-            "sample_ids": list(results[0].sample_ids) if results else [], "results": str(store.path)}
+            "sample_ids": list(results[0].sample_ids) if results else [], "results": str(path)}
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:

@@ -79,13 +79,26 @@ def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise OTBenchError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise OTBenchError(f"config file {path} is not a file (a TOML or JSON file with [defense], [train], [attack])")
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except UnicodeDecodeError:
+        raise OTBenchError(f"config file {path} is not text (a TOML or JSON file was expected)") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise OTBenchError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        why = " ".join(str(exc).split())
+        raise OTBenchError(f"config file {path} is not valid {kind}: {why}") from None
+    if not isinstance(data, dict):
+        raise OTBenchError(f"config file {path} must hold sections {', '.join(SECTIONS)}, got a {type(data).__name__}")
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise OTBenchError(f"config file {path}: unknown sections {sorted(unknown)}; valid: {', '.join(SECTIONS)}")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise OTBenchError(f"config file {path}: `{section}` must be a table of settings ([{section}] with "
+                               f"KEY = VALUE lines), got {values!r}")
     return {s: dict(data.get(s, {})) for s in SECTIONS}
 
 

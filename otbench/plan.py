@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .config import SECTIONS
-from .data import EvalSubset, dataset_meta, eval_subset, load_dataset
+from .data import EvalSubset, dataset_meta, eval_subset, load_dataset, resolve_data_root
+from .data.base import check_cache_writable
 from .defense import Defense, build_config, create_defense
 from .errors import OTBenchError
 from .provenance import resolve_device
@@ -75,6 +77,9 @@ class RunPlan:
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise OTBenchError(f"--{option.replace('_', '-')} must be an integer >= 0, got {value!r}")
+        if meta.test_size is not None and self.n > meta.test_size:
+            raise OTBenchError(f"--n {self.n} is more than the {meta.test_size} test samples of '{self.dataset}'; "
+                               f"valid: 1 to {meta.test_size}")
         if not self.jobs:
             raise OTBenchError("the run plan is empty: give at least one defense and one attack")
         for job in self.jobs:
@@ -98,6 +103,8 @@ class RunPlan:
                         raise OTBenchError(f"eps must be a finite number, got {eps!r} for attack '{attack.name}'")
                     acls.settings(attack.config, eps)
         resolve_device(self.device)
+        resolve_data_root(self.data_root)  # a named data root must exist (nothing is created for a typo)
+        check_cache_writable()
 
     def describe(self) -> list[str]:
         """The plan as lines a person can check before it runs (`--dry-run`)."""
@@ -116,11 +123,17 @@ class RunPlan:
         return lines
 
     # -- running ----------------------------------------------------------------------------------------------
-    def execute(self, store: ResultStore, progress: bool = True) -> list[SuiteResult]:
-        """Load the data, build each defense (training it if no cached model matches) and run its cells."""
+    def execute(self, store: ResultStore | str | Path | None, progress: bool = True) -> list[SuiteResult]:
+        """Load the data, then open the results store (a path: only now, so a mistake found while loading leaves
+        no file behind), build each defense (training it if no cached model matches) and run its cells."""
         data = load_dataset(self.dataset, self.data_root)
+        if self.n > len(data.x_test):
+            raise OTBenchError(f"--n {self.n} is more than the {len(data.x_test)} test samples of '{self.dataset}'; "
+                               f"valid: 1 to {len(data.x_test)}")
         subset = eval_subset(len(data.x_test), self.n, self.subset_seed)
         device = resolve_device(self.device)
+        if not isinstance(store, ResultStore):
+            store = ResultStore(store)
         return [self.run_job(job, create_defense(job.name, data, job.preset, job.overrides, device), subset, store,
                              progress) for job in self.jobs]
 

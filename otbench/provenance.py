@@ -84,12 +84,19 @@ def command_line() -> str:
 def resolve_device(requested: str | None) -> torch.device:
     from .errors import OTBenchError
 
+    valid = "auto, cpu, cuda, cuda:N"
     if requested in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(requested)
-    except RuntimeError:
-        raise OTBenchError(f"unknown device '{requested}'; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OTBenchError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    except (RuntimeError, TypeError):
+        raise OTBenchError(f"unknown device '{requested}'; valid: {valid}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OTBenchError(f"device '{requested}' is not supported by otbench; valid: {valid}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OTBenchError(f"--device {requested} was asked for but no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OTBenchError(f"--device {requested}: there are {torch.cuda.device_count()} CUDA devices; valid: "
+                               f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device

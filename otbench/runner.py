@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from .attacks import Attack, AttackOutput
 from .attacks.base import GRADIENT_NEEDS
@@ -20,6 +19,7 @@ from .errors import OTBenchError
 from .guard import check_threat_model
 from .identity import cell_key
 from .metrics import regression_metrics
+from .progress import QueryProgress
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
 from .store import OutputRow, ResultStore, SampleRow
@@ -105,13 +105,15 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
     start, computed, status = time.time(), 0, "interrupted"
     label = f"{defense.name}/{attack.name} eps={eps:g}"
     try:
-        for chunk, ids in tqdm(todo, desc=label, disable=not progress or not todo, unit="chunk", leave=False):
-            t0 = time.time()
-            rows, outputs = evaluate_chunk(defense, attack, data, ids, seed=seed * 1_000_003 + chunk)
-            store.add_chunk(cell_id, chunk, rows, {"wall_seconds": time.time() - t0, "versions": versions,
-                                                   "device": device_name(defense.device), "machine": host},
-                            outputs)
-            computed += len(ids)
+        with QueryProgress(defense, attack.expected_calls(), len(todo), label, progress) as bar:
+            for done, (chunk, ids) in enumerate(todo, 1):
+                t0 = time.time()
+                rows, outputs = evaluate_chunk(defense, attack, data, ids, seed=seed * 1_000_003 + chunk)
+                store.add_chunk(cell_id, chunk, rows, {"wall_seconds": time.time() - t0, "versions": versions,
+                                                       "device": device_name(defense.device), "machine": host},
+                                outputs)
+                computed += len(ids)
+                bar.chunk_done(done)
         status = "complete"
     finally:
         store.finish_run(run_id, time.time() - start, status)

@@ -285,13 +285,17 @@ class ResultStore:
         """Copy every cell, row, chunk, run, flag and analysis of another results database that this one lacks
         (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent. An older
         database is migrated in a temporary copy first: the source file is only read."""
+        source = Path(other)
+        if not source.is_file():
+            raise OTBenchError(f"results database {source} does not exist" if not source.exists() else
+                               f"results database {source} is not a file")
         with tempfile.TemporaryDirectory() as tmp:
-            source = Path(other)
-            if not source.is_file():
-                raise OTBenchError(f"results database {source} does not exist")
-            copy = Path(tmp) / "source.sqlite"
+            copy = Path(tmp) / source.name
             shutil.copyfile(source, copy)
-            ResultStore(copy).close()  # checked, and migrated to this schema if older
+            try:
+                ResultStore(copy).close()  # checked, and migrated to this schema if older
+            except OTBenchError as exc:
+                raise OTBenchError(str(exc).replace(str(copy), str(source))) from None
             return self._merge_attached(copy)
 
     def _merge_attached(self, other: Path) -> dict[str, int]:

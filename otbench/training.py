@@ -6,6 +6,7 @@ so a model's cached checkpoint means the same thing whichever defense trained it
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .config import config_hash
-from .data.base import cache_dir
+from .data.base import cache_dir, check_cache_writable
 
 
 _QUIET = False
@@ -91,16 +92,34 @@ def checkpoint_path(stem: str, dataset: str, model: str | None = None, **identit
 def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
                  train: Callable[[], torch.nn.Module],
                  evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
-    """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
+    """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record.
+
+    A checkpoint that cannot be read (truncated, corrupt, another architecture) is moved aside and the model
+    trained again; a cache that cannot take the new checkpoint (read-only, full) is refused before training, and
+    if saving still fails the model serves this run and no partial file is left."""
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(saved["state_dict"])
-        return net.to(device).eval(), saved["record"]
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(saved["state_dict"])
+            return net.to(device).eval(), saved["record"]
+        except Exception as exc:  # any unreadable checkpoint: pickle, zip, key and shape errors alike
+            aside = path.with_suffix(".corrupt")
+            path.replace(aside)
+            why = " ".join(str(exc).split())[:160]
+            print(f"otbench: cached model {path} could not be read ({why}); moved to {aside.name}, training it again",
+                  file=sys.stderr)
+    check_cache_writable()
+    path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     net = train()
     record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **evaluate(net)}
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
-    torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
-    tmp.replace(path)
+    try:
+        torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # a full or vanished cache (torch raises either): keep the trained
+        tmp.unlink(missing_ok=True)          # model for this run, leave no half file
+        why = " ".join(str(exc).split())[:160]
+        print(f"otbench: the trained model could not be cached at {path} ({why}); it serves this run only",
+              file=sys.stderr)
     return net.eval(), record

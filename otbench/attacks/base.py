@@ -140,6 +140,18 @@ class Attack:
         k = self.config.get("eot_samples", 1)
         return EOTModule(module, k) if k > 1 else module
 
+    def expected_calls(self) -> int | None:
+        """Batched defense calls one chunk costs at most, from the declared budget (a progress bar's total);
+        None when the settings do not say."""
+        c = self.config
+        if "n_queries" in c:
+            return c["n_queries"] * c.get("n_restarts", 1)
+        if "budget" in c:
+            return c["budget"]
+        if "steps" in c:
+            return c["steps"] * c.get("binary_search_steps", 1) * c.get("eot_samples", 1)
+        return None
+
     @property
     def uses_gradients(self) -> bool:
         return self.needs in GRADIENT_NEEDS

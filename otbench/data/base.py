@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import OTBenchError
 from ..registry import DATASETS
 
 DATA_ENV = "OTBENCH_DATA"
@@ -65,18 +66,43 @@ class EvalSubset:
     ids: tuple[int, ...]
 
 
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "otbench")
+
+
 def cache_dir() -> Path:
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "otbench")
-    root.mkdir(parents=True, exist_ok=True)
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OTBenchError(f"cache folder {root} cannot be created ({exc.strerror}); set ${CACHE_ENV} to a writable "
+                           f"folder") from None
     return root
 
 
+def check_cache_writable() -> Path:
+    """The cache must take trained models: checked before any training, without creating anything (root ignores
+    the mode bits, so they are checked too), so an hour of training is never lost to a read-only cache."""
+    models = cache_root() / "models"
+    existing = models
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o200):
+        raise OTBenchError(f"cache folder {models} is not writable ({existing} is read-only or not a folder): trained "
+                           f"models could not be kept; set ${CACHE_ENV} to a writable folder")
+    return models
+
+
 def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    """--data-root, else $OTBENCH_DATA, else the user cache."""
-    if data_root:
-        return Path(data_root).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
+    """--data-root, else $OTBENCH_DATA, else the user cache. A root the user named must exist: a mistyped one
+    is an error, never a folder created (and filled by a download) somewhere unexpected."""
+    for given, what in ((data_root, "--data-root"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")):
+        if given:
+            root = Path(given).expanduser()
+            if not root.is_dir():
+                raise OTBenchError(f"data root {root} ({what}) {'is not a folder' if root.exists() else 'does not exist'}"
+                                   f"; give the folder holding MNIST/raw, FashionMNIST/raw, winequality/ ...")
+            return root
     return cache_dir() / "data"
 
 

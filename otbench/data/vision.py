@@ -41,6 +41,17 @@ def _writable_root(root: Path, folder: str) -> Path:
     return mirror
 
 
+def _check_archives(cls, raw: Path, name: str) -> None:
+    """An archive that is there but damaged is named as corrupt (torchvision would try to download it again
+    and, offline, report it missing)."""
+    for filename, md5 in cls.resources:
+        gz = raw / filename
+        if gz.exists() and not (raw / filename.removesuffix(".gz")).exists():
+            if hashlib.md5(gz.read_bytes()).hexdigest() != md5:
+                raise OTBenchError(f"{name}: {gz} is corrupt (truncated or damaged: its md5 is not torchvision's "
+                                   f"{md5}); replace it with an intact copy")
+
+
 def _missing_message(name: str, folder: str, root: Path, why: str) -> str:
     return (f"{name}: the files are not under {root / folder / 'raw'} and {why}. Put "
             f"{', '.join(f + '.gz' for f in _FILES)} there, or point --data-root / $OTBENCH_DATA at a folder "
@@ -52,12 +63,16 @@ def _load_torchvision(cls, folder: str, name: str, root: Path) -> Dataset:
     present = all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in _FILES)
     if not present and os.environ.get(OFFLINE_ENV):
         raise OTBenchError(_missing_message(name, folder, root, f"${OFFLINE_ENV} forbids downloading"))
+    _check_archives(cls, raw, name)
     work_root = _writable_root(root, folder)
     try:
         train = cls(str(work_root), train=True, download=True)
         test = cls(str(work_root), train=False, download=True)
-    except (OSError, RuntimeError) as exc:  # offline and missing: urllib raises URLError (an OSError)
+    except (OSError, RuntimeError, ValueError) as exc:  # offline and missing: urllib raises URLError (an OSError)
         why = " ".join(str(exc).split())  # urllib's message spans lines; the CLI prints one
+        if present:
+            raise OTBenchError(f"{name}: the files under {raw} could not be read ({why}): one is corrupt or "
+                               f"truncated; replace it with an intact copy") from None
         raise OTBenchError(_missing_message(name, folder, root, f"could not be downloaded ({why})")) from None
 
     def as_float(t: torch.Tensor) -> torch.Tensor:

@@ -172,8 +172,12 @@ def test_stl10_reads_torchvisions_binary_format(tmp_path):
 def test_stl10_missing_or_broken_files_are_clear_errors(tmp_path):
     from otbench.data import load_dataset
 
+    (tmp_path / "no-stl").mkdir()
     with pytest.raises(OTBenchError, match="stl10_binary"):
+        load_dataset("stl10", tmp_path / "no-stl")
+    with pytest.raises(OTBenchError, match="does not exist"):  # a mistyped root: named, and not created
         load_dataset("stl10", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
     folder = _write_stl10(tmp_path)
     np.zeros(5, dtype=np.uint8).tofile(folder / "test_y.bin")  # 5 labels for 3 images
     with pytest.raises(OTBenchError, match="3 labels"):
@@ -198,16 +202,18 @@ def test_tiny_imagenet_reads_the_standard_layout(tmp_path):
 def test_tiny_imagenet_from_the_environment_and_its_errors(tmp_path, monkeypatch):
     from otbench.data import load_dataset
 
+    (tmp_path / "empty").mkdir()
     with pytest.raises(OTBenchError, match="wnids.txt"):
         load_dataset("tiny-imagenet", tmp_path / "empty")
     folder = tmp_path / "elsewhere"
     _write_tiny_imagenet(folder)
     monkeypatch.setenv("OTBENCH_TINY_IMAGENET", str(folder))
-    assert load_dataset("tiny-imagenet", tmp_path / "env-root").num_classes == 2
+    assert load_dataset("tiny-imagenet", tmp_path / "empty").num_classes == 2
     with open(folder / "val" / "val_annotations.txt", "a") as f:
         f.write("val_9.JPEG\tn99999999\t0\t0\t1\t1\n")
+    (tmp_path / "empty-2").mkdir()
     with pytest.raises(OTBenchError, match="n99999999"):
-        load_dataset("tiny-imagenet", tmp_path / "env-root-2")
+        load_dataset("tiny-imagenet", tmp_path / "empty-2")
 
 
 def test_cifar10_layout_is_torchvisions():
