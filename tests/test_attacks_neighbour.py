@@ -109,7 +109,8 @@ def test_square_neighbour_init_starts_from_the_sweep(otad, test_batch):
     ("square", {"loss": "hinge"}, "valid: margin, ce"),
     ("neighbour-shift", {"norm": "Linf"}, "valid: L2"),
     ("neighbour-shift", {"refine_queries": -1}, "refine_queries must be an integer >= 0"),
-    ("neighbour-shift", {"classes": 10}, "at most 9"),
+    ("neighbour-shift", {"classes": 0}, "classes must be an integer >= 1"),
+    ("neighbour-shift", {"k": 10 ** 6}, "points and k must be at most"),
     ("neighbour-shift-labels", {"steps": 0}, "steps must be an integer >= 1"),
     ("transfer-pgd", {"norm": "L1"}, "valid: L2, Linf"),
 ])

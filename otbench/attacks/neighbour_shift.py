@@ -8,12 +8,14 @@ altogether. The jumps sit between the input and the training points of other cla
 there directly. Knowing the training set is the standard threat model for K-NN defenses (Sitawarin &
 Wagner 2020); the points are `defense.data.x_train`, a superset of those the defense searches.
 
-1. Sweep. For each of the `classes` other classes nearest to the input (by their nearest training point),
+1. Sweep. For each of the `classes` other classes nearest to the input (by their nearest training point;
+   all other classes where there are fewer),
    the targets are its `points` nearest training points and its local mean (the mean of its `k` nearest
    training points, k = OTAD's K by default). The candidates are x + s (t - x) / ||t - x|| for every
    target t and `steps` step lengths s = eps, (steps - 1) / steps * eps, ..., eps / steps (L2), clipped to
    [0, 1] (which only shortens the step). Step lengths are tried longest first; a sample stops at the
-   first round in which a candidate is misclassified. Per sample and round: classes * (points + 1) queries.
+   first round in which a candidate is misclassified. Per sample and round: classes * (points + 1) queries
+   (36 with the defaults), so at most 144 for the sweep.
 2. Refinement (scores only). From the candidate of lowest margin Z_y - max_{j != y} Z_j, a random search
    within the eps ball: each query adds Gaussian noise in a random square window (side and size shrinking
    geometrically, as Square's schedule does), projects onto the eps ball and [0, 1], and keeps the result
@@ -53,9 +55,17 @@ def check_sweep(name: str, config: dict[str, Any], defense) -> None:
         v = config[key]
         if not isinstance(v, int) or v < low:
             raise OTBenchError(f"{name}: {key} must be an integer >= {low}, got {v!r}")
-    if config["classes"] > data.num_classes - 1:
-        raise OTBenchError(f"{name}: classes must be at most {data.num_classes - 1} (the other classes), "
-                           f"got {config['classes']}")
+    fewest = int(torch.bincount(data.y_train.long(), minlength=data.num_classes).min())
+    if max(config["points"], config["k"]) > fewest:
+        raise OTBenchError(f"{name}: points and k must be at most {fewest}, the training points of the "
+                           f"smallest class; got points={config['points']}, k={config['k']}")
+
+
+def scores(defense, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """The defense's logits on CPU, asked in batches of at most `batch` inputs."""
+    with torch.no_grad():
+        return torch.cat([defense.logits(x[i:i + batch].to(defense.device)).float().cpu()
+                          for i in range(0, len(x), batch)])
 
 
 @dataclass
@@ -77,7 +87,7 @@ def targets(points: TrainingPoints, x: torch.Tensor, labels: torch.Tensor, confi
     near = torch.stack(per_class, 1)  # (n, classes, m)
     first = dist.gather(1, near[:, :, 0])  # (n, classes) distance to each class's nearest point
     first[torch.arange(n), labels] = float("inf")
-    order = first.argsort(1)[:, :config["classes"]]  # other classes, nearest first
+    order = first.argsort(1)[:, :min(config["classes"], num_classes - 1)]  # other classes, nearest first
     chosen = near.gather(1, order[:, :, None].expand(-1, -1, m))  # (n, classes, m)
     flat = points.flat
     singles = flat[chosen[:, :, :config["points"]]]  # (n, classes, points, d)
@@ -103,8 +113,7 @@ def sweep(defense, images: torch.Tensor, labels: torch.Tensor, eps: float, confi
             break
         step = eps * (config["steps"] - r) / config["steps"]
         cand = (x[active, None] + step * unit[active]).clamp(low, high)  # (a, T, d)
-        with torch.no_grad():
-            logits = defense.logits(cand.view(-1, *shape).to(defense.device)).float().cpu()
+        logits = scores(defense, cand.view(-1, *shape))
         queries[active] += n_t
         m = margins(logits, labels[active].repeat_interleave(n_t)).view(len(active), n_t)
         wrong = (logits.argmax(1).view(len(active), n_t) != labels[active, None])
@@ -150,8 +159,7 @@ def refine(defense, images: torch.Tensor, labels: torch.Tensor, start: Sweep, ep
         d = delta[active] + noise
         d *= (eps / d.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)  # onto the ball
         cand = (x[active] + d).clamp(low, high).float()
-        with torch.no_grad():
-            logits = defense.logits(cand.view(-1, *shape).to(defense.device)).float().cpu()
+        logits = scores(defense, cand.view(-1, *shape))
         queries[active] += 1
         m = margins(logits, labels[active])
         ok = m < best_m[active]
@@ -174,7 +182,7 @@ class NeighbourShift(Attack):
     def __init__(self, defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
         check_sweep(self.name, self.config, defense)
-        if self.config.get("refine_queries", 0) < 0 or not isinstance(self.config.get("refine_queries", 0), int):
+        if self.config["refine_queries"] < 0:  # an integer: config.merge keeps the default's type
             raise OTBenchError(f"{self.name}: refine_queries must be an integer >= 0, "
                                f"got {self.config['refine_queries']!r}")
 

@@ -19,8 +19,6 @@ attacked the sample (0 for a sample misclassified before the attack), plus the s
 """
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torchattacks
 
@@ -78,7 +76,6 @@ class _CountingSquare(torchattacks.Square):
 class Square(Attack):
     description = "Square attack, random search on the margin loss (torchattacks); papers/otad.txt Table III"
     needs = "scores"
-    default_eps: ClassVar[tuple[float, ...]] = (2.0, 2.5, 3.0)
     defaults = {"norm": "L2", "n_queries": 2000, "p_init": 0.8, "n_restarts": 1, "loss": "margin",
                 "schedule": "rescaled", "init": "paper"}
 
