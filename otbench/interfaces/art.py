@@ -9,7 +9,7 @@ Gradients for a non-differentiable defense are then a choice the caller makes, n
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,15 +33,20 @@ def _no_gradients(defense: Defense) -> str:
 class DefenseBlackBox(BlackBoxClassifierNeuralNetwork):
     """ART's query-only classifier around a non-differentiable defense. It does not derive from
     LossGradientsMixin, so ART's gradient attacks refuse it at construction; code that asks it for a
-    gradient directly gets an OTBenchError naming the choices instead of an AttributeError."""
+    gradient directly gets an OTBenchError naming the choices instead of an AttributeError.
 
-    def __init__(self, defense: Defense, probabilities: bool = False, batch_size: int = 500) -> None:
+    `score_fn` replaces `defense.logits` as the function queried (a batch on the defense's device in, logits
+    out), for callers that count or log queries (the label-only attacks); it must answer as the defense does."""
+
+    def __init__(self, defense: Defense, probabilities: bool = False, batch_size: int = 500,
+                 score_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.defense = defense
+        logits = score_fn or defense.logits
 
         def scores(x: np.ndarray) -> np.ndarray:
             xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             with torch.no_grad():
-                out = torch.cat([defense.logits(xt[i:i + batch_size].to(defense.device)).float().cpu()
+                out = torch.cat([logits(xt[i:i + batch_size].to(defense.device)).float().cpu()
                                  for i in range(0, len(xt), batch_size)])
             return (out.softmax(1) if probabilities else out).numpy()
 
@@ -55,7 +60,7 @@ class DefenseBlackBox(BlackBoxClassifierNeuralNetwork):
         raise OTBenchError(_no_gradients(self.defense))
 
 
-def to_art(defense: Defense, surrogate: bool = False, probabilities: bool = False
+def to_art(defense: Defense, surrogate: bool = False, probabilities: bool = False, black_box: bool = False
            ) -> PyTorchClassifier | DefenseBlackBox:
     """An ART estimator for `defense` on inputs in [0, 1] (channels first).
 
@@ -67,9 +72,15 @@ def to_art(defense: Defense, surrogate: bool = False, probabilities: bool = Fals
       saturates in float32).
     - `surrogate=True`: PyTorchClassifier on otbench's BPDAModule, for ART's gradient attacks on a
       non-differentiable defense (the outputs are the real defense's, the gradients the surrogate's).
+    - `black_box=True`: `DefenseBlackBox` whatever the defense, for query-only (decision-based) attacks,
+      which must never be handed gradients even where the defense has them.
     """
     if defense.task != "classification":
         raise OTBenchError(f"defense '{defense.name}' is a {defense.task} model; to_art builds classifiers")
+    if black_box and surrogate:
+        raise OTBenchError("to_art: black_box=True answers queries only; it cannot also carry surrogate gradients")
+    if black_box:
+        return DefenseBlackBox(defense, probabilities)
     if surrogate:
         if defense.surrogate() is None:
             raise OTBenchError(f"defense '{defense.name}' declares no surrogate for BPDA; use a gradient-free "

@@ -24,6 +24,12 @@ FAST = {
     "bpda-cw-l2": ("knn", 0.2, {"steps": 50, "binary_search_steps": 2, "c": 1.0, "lr": 0.1}),
     "autoattack": ("standard", 0.3, {}),
     "class-mean-shift": ("standard", 6.0, {"candidates": 3}),
+    "hopskipjump": ("standard", 3.0, {"max_queries": 300}),
+    "sign-opt": ("standard", 3.0, {"max_queries": 200, "num_trial": 20, "k": 50}),
+    "geoda": ("standard", 3.0, {"max_queries": 500}),
+    "neighbour-shift": ("otad", 3.0, {"refine_queries": 50}),
+    "neighbour-shift-labels": ("knn", 3.0, {}),
+    "transfer-pgd": ("standard", 2.0, {"steps": 10}),
     "dml-attack": None,      # needs a metric network: tests/test_attacks_extra.py
     "regression-l2": None,   # needs a regression defense: tests/test_attacks_extra.py
     "gaussian-noise": None,  # random noise, not meant to lower accuracy: tests/test_regression.py
