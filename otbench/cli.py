@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, type=_csv, help="one or more, comma-separated")
     p.add_argument("--eps", type=_floats, default=None,
                    help="comma-separated budgets (default: each attack's own, `otbench list attacks`)")
-    p.add_argument("--n", type=int, default=1000, help="number of test samples (paper: 1000)")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of test samples (default: the papers' 1000, or the whole test set when smaller)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the random test subset")
     p.add_argument("--chunk", type=int, default=100, help="samples per committed chunk (resume granularity)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=_csv, default=None, help="comma-separated (default: all)")
     p.add_argument("--out", help="output folder (default: reports/<preset>)")
     p.add_argument("--preset", default="paper", help="which preset's results to report (default: paper)")
-    p.add_argument("--fallback", metavar="PRESET",
+    p.add_argument("--fallback", metavar="PRESET[,PRESET]", type=_csv,
                    help="fill a row with no result at --preset from this preset (e.g. quick), marked in the table")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--fill", action="store_true", help="first run every missing cell of the tables")
@@ -170,11 +171,27 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def default_n(dataset: str, n: int | None) -> int:
+    """--n as given; else the papers' 1000, or the whole test set where it is smaller (said, never silent)."""
+    from .data import dataset_meta
+    from .registry import DATASETS
+
+    if n is not None:
+        return n
+    DATASETS.get(dataset)
+    size = dataset_meta(dataset).test_size
+    if size is not None and size < 1000:
+        print(f"otbench: --n not given: all {size} test samples of '{dataset}' (fewer than 1000)", file=sys.stderr)
+        return size
+    return 1000
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import RunPlan
     from .store import check_results_path, resolve_results_path
 
-    plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=args.n,
+    plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args),
+                        n=default_n(args.dataset, args.n),
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
                         data_root=args.data_root, checks=not args.no_checks)
     plan.validate()  # the whole plan, before any data is loaded or any model trained
@@ -203,10 +220,11 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
     specs = [TABLES.get(n)() for n in (args.tables or TABLES.names())]
     known = sorted({p for n in DEFENSES.names() for p in DEFENSES.get(n).presets})
-    for option, value in (("--preset", args.preset), ("--fallback", args.fallback)):
-        if value is not None and value not in known:  # a typo would otherwise render every cell 'not run'
+    fallback = tuple(args.fallback or ())
+    for option, value in [("--preset", args.preset)] + [("--fallback", f) for f in fallback]:
+        if value not in known:  # a typo would otherwise render every cell 'not run'
             raise OTBenchError(f"unknown {option} '{value}'; valid: {', '.join(known)}")
-    ctx = ReportContext(preset=args.preset, fallback=args.fallback, n=args.n, seed=args.seed,
+    ctx = ReportContext(preset=args.preset, fallback=fallback, n=args.n, seed=args.seed,
                         subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
                         progress=not args.quiet)
     store = ResultStore(args.results)

@@ -85,6 +85,12 @@ class Defense:
             raise OTBenchError(f"defense '{cls.name}' ({cls.__module__}.{cls.__qualname__}) is refused: "
                                + "; ".join(problems))
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        """Refuse settings this defense cannot use, before any data is loaded or model trained (one-line
+        OTBenchError naming the valid values); build_config calls it. Ranges shared by every setting of a name
+        (counts, seeds, learning rates) are checked by otbench.config already."""
+
     # -- what attacks and the runner call -------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the real defense for a batch x in the dataset's domain (regression: predictions)."""
@@ -176,6 +182,7 @@ def build_config(cls: type[Defense], preset: str, overrides: dict[str, dict[str,
             config[section] = merge(base[section], overrides.get(section, {}), f"{cls.name} {section}")
         elif overrides.get(section):
             raise OTBenchError(f"defense '{cls.name}' has no {section} settings to override")
+    cls.check_config(config)
     return config
 
 

@@ -112,7 +112,9 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     net = train()
-    record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **evaluate(net)}
+    # CPU trainings depend on the intra-op thread count (the order of float reductions): recorded beside the device
+    threads = {"threads": torch.get_num_threads()} if device.type == "cpu" else {}
+    record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **threads, **evaluate(net)}
     tmp = path.with_suffix(".tmp")  # write then rename: a killed run never leaves half a checkpoint
     try:
         torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from otbench.common.adversarial import pgd_examples
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK
+from otbench.common.fc_training import fc_resnet_presets
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 from otbench.training import cached_model, progress_bar, shuffled_batches, steps_per_epoch
@@ -103,8 +103,7 @@ class APEGAN(PurifiedDefense):
     description = "APE-GAN (Shen et al. 2017): a GAN-trained generator removing FGSM noise, then the standard net"
     differentiable = True  # G and the classifier are networks: exact gradients end to end
     surrogate_description = "itself (differentiable end to end)"
-    presets = {"paper": {"train": {**TRAIN_PAPER, **APE_PAPER}, "defense": {}},
-               "quick": {"train": {**TRAIN_QUICK, **APE_PAPER}, "defense": {}}}
+    presets = fc_resnet_presets({}, train=APE_PAPER)
 
     def __init__(self, data, config, device) -> None:
         cfg = config["train"]

@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from otbench.common.fc_training import TRAIN_PAPER as CLS_PAPER
-from otbench.common.fc_training import TRAIN_QUICK as CLS_QUICK
-from otbench.common.fc_training import load_or_train
+from otbench.common.fc_training import check_schedule, fc_resnet_presets, load_or_train
 from otbench.data import Dataset
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
@@ -176,8 +175,11 @@ class DiffPure(Defense):
     differentiable = True  # through every solver step (of a random function: EOT)
     randomized = True
     surrogate_description = "identity purification + the classifier (papers/otad.txt V-C)"
-    presets = {"paper": {"train": {**CLS_PAPER, **SCORE_PAPER}, "defense": PURIFY_PAPER},
-               "quick": {"train": {**CLS_QUICK, **SCORE_QUICK}, "defense": PURIFY_QUICK}}
+    presets = fc_resnet_presets(PURIFY_PAPER, PURIFY_QUICK, SCORE_PAPER, SCORE_QUICK)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_schedule(config["train"])
 
     def __init__(self, data: Dataset, config: dict[str, Any], device: torch.device) -> None:
         super().__init__(data, config, device)

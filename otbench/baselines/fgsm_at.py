@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from otbench.common.adversarial import Perturb, pgd_perturbation
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK, load_or_train
+from otbench.common.fc_training import check_schedule, fc_resnet_presets, load_or_train
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
@@ -57,8 +57,11 @@ class FGSMAdversarialTraining(Defense):
     description = "FGSM adversarial training (Goodfellow et al. 2015; Wong et al. 2020 variant) of OTAD's FC ResNet + H"
     differentiable = True
     surrogate_description = "itself"  # BPDA + PGD on it is plain PGD (papers/otad.txt V-C)
-    presets = {"paper": {"train": {**TRAIN_PAPER, **FGSM_ADV}, "defense": {}},
-               "quick": {"train": {**TRAIN_QUICK, **FGSM_ADV}, "defense": {}}}
+    presets = fc_resnet_presets({}, train=FGSM_ADV)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_schedule(config["train"])
 
     def __init__(self, data, config, device) -> None:
         super().__init__(data, config, device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from otbench.common.fc_defense import NeighbourDefense
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK
+from otbench.common.fc_training import fc_resnet_presets
 from otbench.registry import register_defense
 
 _KNN_DEFAULTS = {"K": 10, "batch_size": 500}
@@ -15,8 +15,7 @@ class KNNFeatures(NeighbourDefense):
     description = "mean feature of the K nearest training inputs, then H (papers/otad.txt Table XII)"
     differentiable = False  # piecewise constant in x
     surrogate_description = "the FC ResNet R and classifier H (= 'standard')"
-    presets = {"paper": {"train": TRAIN_PAPER, "defense": _KNN_DEFAULTS},
-               "quick": {"train": TRAIN_QUICK, "defense": _KNN_DEFAULTS}}
+    presets = fc_resnet_presets(_KNN_DEFAULTS)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         with self.timer("neighbours"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK
+from otbench.common.fc_training import fc_resnet_presets
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
@@ -51,8 +51,7 @@ class MedianFilter(PurifiedDefense):
     description = "median filter on the input (ART SpatialSmoothing), then the standard FC ResNet + H"
     differentiable = False  # a.e. a pixel permutation, but the paper treats it as non-differentiable
     surrogate_description = "identity for the filter (BPDA), then the classifier"
-    presets = {"paper": {"train": TRAIN_PAPER, "defense": FILTER},
-               "quick": {"train": TRAIN_QUICK, "defense": FILTER}}
+    presets = fc_resnet_presets(FILTER)
 
     def __init__(self, data, config, device) -> None:
         window = config["defense"]["window"]

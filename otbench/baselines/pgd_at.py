@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from otbench.common.adversarial import pgd_perturbation
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK, load_or_train
+from otbench.common.adversarial import check_adversarial_settings, pgd_perturbation
+from otbench.common.fc_training import check_schedule, fc_resnet_presets, load_or_train
 from otbench.defense import Defense
 from otbench.registry import register_defense
 
@@ -45,8 +45,12 @@ class PGDAdversarialTraining(Defense):
     description = "PGD adversarial training (Madry et al. 2018) of OTAD's FC ResNet + H; norm/eps are train settings"
     differentiable = True
     surrogate_description = "itself"  # BPDA + PGD on it is plain PGD (papers/otad.txt V-C)
-    presets = {"paper": {"train": {**TRAIN_PAPER, **ADV_PAPER}, "defense": {}},
-               "quick": {"train": {**TRAIN_QUICK, **ADV_QUICK}, "defense": {}}}
+    presets = fc_resnet_presets({}, train=ADV_PAPER, train_quick=ADV_QUICK)
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_schedule(config["train"])
+        check_adversarial_settings(config["train"], "pgd-at")
 
     def __init__(self, data, config, device) -> None:
         super().__init__(data, config, device)

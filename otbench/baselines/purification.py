@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from otbench.common.fc_training import TRAIN_PAPER, load_or_train
+from otbench.common.fc_training import TRAIN_PAPER, check_schedule, load_or_train
 from otbench.data import Dataset
 from otbench.defense import Defense
 from otbench.training import checkpoint_path
@@ -38,6 +38,10 @@ class PurifiedDefense(Defense):
         super().__init__(data, config, device)
         self.net, record = load_or_train(data, classifier_config(config["train"]), device)
         self.train_record: dict[str, Any] = {"classifier": record}
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_schedule(config["train"])
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

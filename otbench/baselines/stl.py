@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK
+from otbench.common.fc_training import fc_resnet_presets
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 from otbench.training import cached_model
@@ -154,8 +154,7 @@ class SparseTransformationLayer(PurifiedDefense):
     description = "STL: convolutional sparse coding purification (Sun et al. 2019), then the standard FC ResNet + H"
     differentiable = False  # an iterative solve; the paper attacks it through BPDA
     surrogate_description = "identity for the sparse projection (BPDA), then the classifier"
-    presets = {"paper": {"train": {**TRAIN_PAPER, **STL_PAPER}, "defense": {"iterations": 200}},
-               "quick": {"train": {**TRAIN_QUICK, **STL_QUICK}, "defense": {"iterations": 20}}}
+    presets = fc_resnet_presets({"iterations": 200}, {"iterations": 20}, STL_PAPER, STL_QUICK)
 
     def __init__(self, data, config, device) -> None:
         cfg = config["train"]

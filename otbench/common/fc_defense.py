@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,14 +14,18 @@ from torch import nn
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 
-from .fc_training import TRAIN_PAPER, TRAIN_QUICK, feature_bank, load_or_train
+from .fc_training import check_schedule, fc_resnet_presets, feature_bank, load_or_train
 from .neighbours import ExactKNN
 
 
 class FCResNetDefense(Defense):
     """Shared plumbing: the cached trained network, its training points and their features."""
 
-    presets = {"paper": {"train": TRAIN_PAPER, "defense": {}}, "quick": {"train": TRAIN_QUICK, "defense": {}}}
+    presets = fc_resnet_presets({})
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_schedule(config["train"])
 
     def __init__(self, data, config, device) -> None:
         super().__init__(data, config, device)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ class Value:
     cell_id: str | None = None
     record: AnalysisRecord | None = None
     trained: dict[str, Any] | None = None
+    fallback: str | None = None  # the preset the row was taken from, when it had nothing at the table's
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,20 @@ class AnalysisTable(Table):
         return next(a for a in self.analyses if a.kind == kind)
 
     def collect(self, store: ResultStore, ctx: ReportContext) -> list[Value]:
-        return [self._value(store, ctx, s, r, m) for s in self.sections for r in s.rows for m in self.metrics]
+        """Every value at ctx.preset; a row with nothing measured there is taken whole from the first of
+        ctx.fallback that has something for it (marked, as attack-cell tables do)."""
+        out = []
+        for s in self.sections:
+            for r in s.rows:
+                values = [self._value(store, ctx, s, r, m) for m in self.metrics]
+                for other in (f for f in ctx.fallback if f != ctx.preset):
+                    if any(v.status == "measured" and v.metric.kind != "constant" for v in values):
+                        break
+                    taken = [self._value(store, replace(ctx, preset=other), s, r, m) for m in self.metrics]
+                    if any(v.status == "measured" and v.metric.kind != "constant" for v in taken):
+                        values = [replace(v, fallback=other) for v in taken]
+                out += values
+        return out
 
     def fill(self, store: ResultStore, ctx: ReportContext) -> None:
         fill_analysis(self, store, ctx)

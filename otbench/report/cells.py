@@ -66,16 +66,19 @@ def row_label(cell: Cell) -> str:
     return cell.row.label + (f" [preset {cell.preset}]" if cell.fallback else "")
 
 
-def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: str | None = None) -> list[Cell]:
-    """Every cell of the table at `preset`. A row with no result there is taken whole from `fallback` (e.g.
-    `quick` where a paper-scale model needs a GPU), never mixed within a row; its cells carry that preset."""
+def collect(spec: TableSpec, store: ResultStore, preset: str, fallback: tuple[str, ...] = ()) -> list[Cell]:
+    """Every cell of the table at `preset`. A row with no result there is taken whole from the first preset of
+    `fallback` that has one (the former paper network `paper-v1`, or `quick` where a paper-scale model needs a
+    GPU), never mixed within a row; its cells carry that preset."""
     out = []
     for row in spec.rows:
         cells = [_collect_cell(spec, store, row, column, preset) for column in spec.columns]
-        if fallback and fallback != preset and not any(c.status == "measured" for c in cells):
-            smaller = [_collect_cell(spec, store, row, column, fallback) for column in spec.columns]
-            if any(c.status == "measured" for c in smaller):
-                cells = [replace(c, fallback=True) for c in smaller]
+        for other in (f for f in fallback if f != preset):
+            if any(c.status == "measured" for c in cells):
+                break
+            taken = [_collect_cell(spec, store, row, column, other) for column in spec.columns]
+            if any(c.status == "measured" for c in taken):
+                cells = [replace(c, fallback=True) for c in taken]
         out += cells
     return out
 

@@ -19,7 +19,7 @@ class ReportContext:
     to), and, when filling, the samples, seeds, chunk size, device and data root of the runs."""
 
     preset: str = "paper"
-    fallback: str | None = None
+    fallback: tuple[str, ...] = ()  # presets a row with no result at `preset` is taken from, first found first
     n: int = 1000
     seed: int = 0
     subset_seed: int = 0

@@ -71,7 +71,7 @@ def pgd_within(model, x, y, radius, norm, steps=30):
 def test_defenses_are_registered_with_both_presets_and_declared_capabilities():
     for name in ("linf-dist-net", "soc-plus", "diffpure"):
         cls = DEFENSES.get(name)
-        assert set(cls.presets) == {"paper", "quick"} and cls.surrogate_description
+        assert {"paper", "quick"} <= set(cls.presets) and cls.surrogate_description
     assert DEFENSES.get("diffpure").randomized and not DEFENSES.get("linf-dist-net").randomized
 
 

@@ -99,13 +99,13 @@ def test_report_fill_runs_the_missing_cells(capsys, tmp_path):
     (["run", "--defense", "otad", "--attack", "square", "--config", "/nonexistent.toml"], "does not exist"),
     (["run", "--defense", "otad", "--attack", "square", "--chunk", "0"], "--chunk must be an integer of at least 1"),
     (["run", "--defense", "otad", "--attack", "pgd"], "not differentiable. Use 'bpda-pgd'"),
-    (["run", "--defense", "otad", "--attack", "square", "--preset", "fast"], "valid: paper, quick"),
+    (["run", "--defense", "otad", "--attack", "square", "--preset", "fast"], "valid: paper, paper-v1, quick"),
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.stepz=3"], "unknown attack setting 'stepz'"),
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.pgd.steps=3"], "does not use"),
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.eot_samples=5"], "unknown attack setting"),
     (["run", "--defense", "standard", "--attack", "dml-attack"], "metric"),
     (["merge", "/nonexistent.sqlite"], "does not exist"),
-    (["report", "--preset", "papr"], "unknown --preset 'papr'; valid: paper, quick"),
+    (["report", "--preset", "papr"], "unknown --preset 'papr'; valid: paper, paper-v1, quick"),
     (["report", "--fallback", "qick"], "unknown --fallback 'qick'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message, capsys):

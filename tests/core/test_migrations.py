@@ -40,7 +40,9 @@ def counts(path):
 def test_a_v1_database_is_migrated_once_and_keeps_every_row(v1):
     before = counts(v1)
     store = ResultStore(v1)
-    assert store.migrated == ["v1 -> v2: 8 cells re-keyed with their defense's registered name"]
+    assert store.migrated == ["v1 -> v2: 9 cells re-keyed with their defense's registered name",
+                              "v2 -> v3: 9 cells and 1 analyses re-keyed with the settings added since; 1 cells of the "
+                              "former paper network kept under preset paper-v1"]
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     ids = {c["cell_id"] for c in store.cells()}
     for table in ("samples", "chunks", "runs", "outputs"):  # nothing orphaned
@@ -63,11 +65,20 @@ def test_migrated_cells_are_keyed_as_the_current_code_keys_them(v1):
         identity = defense_identity(cell["defense"], cell["dataset"], config)
         assert cell["cell_id"] == cell_key(identity, cell["attack"], attack, cell["eps"], cell["seed"],
                                            cell["subset_seed"], cell["attack_config"]["chunk_size"])
-        if cell["defense"] == "median-filter":  # what a fresh quick run of it computes, found as stored
-            assert config == build_config(DEFENSES.get("median-filter"), "quick", None)
+        if cell["defense"] == "median-filter":  # what a fresh run of its preset computes, found as stored
+            assert config == build_config(DEFENSES.get("median-filter"), cell["preset"], None)
+            assert cell["preset"] in ("quick", "paper-v1")  # the former paper network keeps its results, renamed
         if cell["defense"] == "undefended":  # a view keeps its parent's new identity
             parent = config["of"]
             assert parent["name"] == "median-filter" and parent["defense"] == {"window": 2}
+            assert parent["train"]["schedule"] == "cosine"
+        if cell["defense"] == "linf-dist-net":  # not the FC ResNet: no schedule setting to add
+            assert "schedule" not in config["train"]
+        if cell["attack"] == "square":  # settings added since, with the values that reproduce what ran
+            assert (attack["schedule"], attack["init"]) == ("rescaled", "paper")
+    (record,) = store.analyses()
+    assert record.identity["defense"]["preset"] == "paper-v1"
+    assert record.key == store.analysis_key(record.identity) and store.analysis(record.identity) == record
     store.close()
 
 
@@ -93,7 +104,7 @@ def test_a_newer_schema_is_refused(v1):
 def test_merging_a_v1_database_migrates_a_copy_and_leaves_the_source(v1, tmp_path):
     digest = hashlib.sha256(v1.read_bytes()).hexdigest()
     store = ResultStore(tmp_path / "new.sqlite")
-    assert store.merge_from(v1)["cells"] == 8 and store.merge_from(v1)["cells"] == 0  # idempotent
+    assert store.merge_from(v1)["cells"] == 9 and store.merge_from(v1)["cells"] == 0  # idempotent
     assert hashlib.sha256(v1.read_bytes()).hexdigest() == digest
     migrated = ResultStore(tmp_path / "copy.sqlite")
     migrated.merge_from(v1)

@@ -61,7 +61,7 @@ def test_bad_otad_settings_are_clear_errors(mnist, setting, message):
 
 
 def test_unknown_preset_is_named(mnist):
-    with pytest.raises(OTBenchError, match="valid: paper, quick"):
+    with pytest.raises(OTBenchError, match="valid: paper, paper-v1, quick"):
         create_defense("otad", mnist, "fast", {"train": dict(TINY_TRAIN)})
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from otbench.common.fc_defense import NeighbourDefense
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK
+from otbench.common.fc_training import fc_resnet_presets
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
@@ -73,8 +73,7 @@ class OTAD(NeighbourDefense):
     differentiable = False  # the CIP step is solved, not differentiated as a network is...
     piecewise_differentiable = True  # ...but its exact solution is differentiable a.e. (otad-exact-grad)
     surrogate_description = "the FC ResNet R and classifier H without the CIP step (= 'standard')"
-    presets = {"paper": {"train": TRAIN_PAPER, "defense": OTAD_DEFAULTS},
-               "quick": {"train": TRAIN_QUICK, "defense": OTAD_DEFAULTS}}
+    presets = fc_resnet_presets(OTAD_DEFAULTS)
 
     def __init__(self, data, config, device) -> None:
         check_cip_settings(config["defense"])  # before any training starts
