@@ -171,30 +171,31 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def default_n(dataset: str, n: int | None) -> int:
-    """--n as given; else the papers' 1000, or the whole test set where it is smaller (said, never silent)."""
+def default_n(dataset: str, n: int | None) -> tuple[int, str | None]:
+    """--n as given; else the papers' 1000, or the whole test set where it is smaller, with a note saying so."""
     from .data import dataset_meta
     from .registry import DATASETS
 
     if n is not None:
-        return n
+        return n, None
     DATASETS.get(dataset)
     size = dataset_meta(dataset).test_size
     if size is not None and size < 1000:
-        print(f"otbench: --n not given: all {size} test samples of '{dataset}' (fewer than 1000)", file=sys.stderr)
-        return size
-    return 1000
+        return size, f"otbench: --n not given: all {size} test samples of '{dataset}' (fewer than 1000)"
+    return 1000, None
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import RunPlan
     from .store import check_results_path, resolve_results_path
 
-    plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args),
-                        n=default_n(args.dataset, args.n),
+    n, note = default_n(args.dataset, args.n)
+    plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
                         data_root=args.data_root, checks=not args.no_checks)
     plan.validate()  # the whole plan, before any data is loaded or any model trained
+    if note:
+        print(note, file=sys.stderr)
     if args.dry_run:
         lines = plan.describe()
         if not args.json:
@@ -252,9 +253,11 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
-    from .store import ResultStore
+    from .store import ResultStore, check_source_database
 
-    store = ResultStore(args.results)  # checked (and migrated) before any source is read
+    for source in args.sources:  # every source checked before the target is opened (or made)
+        check_source_database(Path(source))
+    store = ResultStore(args.results)
     out = {}
     for source in args.sources:
         out[source] = store.merge_from(source)

@@ -80,8 +80,8 @@ class RunPlan:
         if meta.test_size is not None and self.n > meta.test_size:
             raise OTBenchError(f"--n {self.n} is more than the {meta.test_size} test samples of '{self.dataset}'; "
                                f"valid: 1 to {meta.test_size}")
-        if not self.jobs:
-            raise OTBenchError("the run plan is empty: give at least one defense and one attack")
+        if not self.jobs or not all(job.attacks for job in self.jobs):
+            raise OTBenchError("the run plan is empty: give at least one defense (--defense) and one attack (--attack)")
         for job in self.jobs:
             cls = DEFENSES.get(job.name)
             build_config(cls, job.preset, job.overrides)  # presets, setting names and types

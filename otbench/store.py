@@ -133,6 +133,30 @@ class OutputRow:
     adv_out: float
 
 
+def check_source_database(path: Path) -> None:
+    """A database to read from (a merge source): a file, SQLite, otbench's, of a schema this code reads; opened
+    read-only, so checking it changes nothing."""
+    if not path.is_file():
+        raise OTBenchError(f"results database {path} {'is not a file' if path.exists() else 'does not exist'}")
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise OTBenchError(f"results database {path} is not an SQLite file")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise OTBenchError(f"results database {path} cannot be read ({exc}): it is corrupt or truncated") from None
+    if "cells" not in tables:
+        raise OTBenchError(f"{path} is an SQLite database but not otbench's (no table `cells`)")
+    if version > SCHEMA_VERSION:
+        raise OTBenchError(f"results database {path} has schema v{version}, written by a newer otbench (this one "
+                           f"reads up to v{SCHEMA_VERSION}); upgrade otbench")
+
+
 class ResultStore:
     """The results database, opened (created, or migrated to the current schema once) and checked as one."""
 
@@ -286,9 +310,7 @@ class ResultStore:
         (e.g. one filled on a GPU machine). Rows are keyed by (cell, sample), so merging is idempotent. An older
         database is migrated in a temporary copy first: the source file is only read."""
         source = Path(other)
-        if not source.is_file():
-            raise OTBenchError(f"results database {source} does not exist" if not source.exists() else
-                               f"results database {source} is not a file")
+        check_source_database(source)
         with tempfile.TemporaryDirectory() as tmp:
             copy = Path(tmp) / source.name
             shutil.copyfile(source, copy)

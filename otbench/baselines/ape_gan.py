@@ -105,10 +105,16 @@ class APEGAN(PurifiedDefense):
     surrogate_description = "itself (differentiable end to end)"
     presets = fc_resnet_presets({}, train=APE_PAPER)
 
-    def __init__(self, data, config, device) -> None:
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
         cfg = config["train"]
         if not 0 <= cfg["ape_fgsm_eps"] <= 1 or cfg["ape_epochs"] < 1:
-            raise OTBenchError("ape-gan: ape_fgsm_eps must be in [0, 1] and ape_epochs >= 1")
+            raise OTBenchError(f"ape-gan: ape_fgsm_eps must be in [0, 1] and ape_epochs >= 1, got "
+                               f"{cfg['ape_fgsm_eps']!r} and {cfg['ape_epochs']!r}")
+
+    def __init__(self, data, config, device) -> None:
+        cfg = config["train"]
         super().__init__(data, config, device)
         part = data.take_train(cfg["train_size"]).take_train(cfg["ape_train_images"])
         settings = {"classifier": classifier_config(cfg), **{k: v for k, v in cfg.items() if k.startswith("ape_")}}

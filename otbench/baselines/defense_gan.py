@@ -209,14 +209,18 @@ class DefenseGAN(Defense):
     presets = {"paper": {"train": {**CNN_PAPER, **GAN_PAPER}, "defense": REC_PAPER},
                "quick": {"train": {**CNN_QUICK, **GAN_QUICK}, "defense": REC_QUICK}}
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        rec = config["defense"]
+        if rec["rec_steps"] < 0 or rec["restarts"] < 1:
+            raise OTBenchError(f"defense-gan: rec_steps must be >= 0 and restarts >= 1, got {rec['rec_steps']!r} "
+                               f"and {rec['restarts']!r}")
+
     def __init__(self, data, config, device) -> None:
         super().__init__(data, config, device)
         if data.input_shape != (1, 28, 28):
             raise OTBenchError(f"defense-gan: the WGAN-GP MNIST generator makes 1x28x28 images; dataset "
                                f"'{data.name}' has {data.input_shape}; valid: mnist, fashion-mnist")
-        rec = config["defense"]
-        if rec["rec_steps"] < 0 or rec["restarts"] < 1:
-            raise OTBenchError(f"defense-gan: rec_steps must be >= 0 and restarts >= 1, got {rec}")
         cfg = config["train"]
         self.classifier, cnn_record = load_or_train_cnn(data, cfg, device)
         gan, gan_record = load_or_train_gan(data, cfg, device)

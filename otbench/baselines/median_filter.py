@@ -12,6 +12,8 @@ median on MNIST; the OTAD paper gives no window, so preset `paper` follows Xu et
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from otbench.common.fc_training import fc_resnet_presets
@@ -53,11 +55,12 @@ class MedianFilter(PurifiedDefense):
     surrogate_description = "identity for the filter (BPDA), then the classifier"
     presets = fc_resnet_presets(FILTER)
 
-    def __init__(self, data, config, device) -> None:
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
         window = config["defense"]["window"]
-        if not isinstance(window, int) or window < 1:  # checked before any training starts
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise OTBenchError(f"median-filter: window must be a positive integer, got {window!r}")
-        super().__init__(data, config, device)
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         return median_filter(x, self.config["defense"]["window"])

@@ -18,6 +18,11 @@ from .fc_training import check_schedule, fc_resnet_presets, feature_bank, load_o
 from .neighbours import ExactKNN
 
 
+def check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise OTBenchError(f"K must be an integer of at least 2, got {k!r}")
+
+
 class FCResNetDefense(Defense):
     """Shared plumbing: the cached trained network, its training points and their features."""
 
@@ -39,11 +44,14 @@ class FCResNetDefense(Defense):
 class NeighbourDefense(FCResNetDefense):
     """Defenses that classify from the K nearest training points and their features."""
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        check_k(config["defense"]["K"])
+
     def __init__(self, data, config, device) -> None:
-        k = config["defense"]["K"]
-        if not isinstance(k, int) or k < 2:  # checked before any training starts
-            raise OTBenchError(f"K must be an integer of at least 2, got {k!r}")
         super().__init__(data, config, device)
+        k = config["defense"]["K"]
         if k > len(self.train_x):
             raise OTBenchError(f"K must be at most the {len(self.train_x)} training points, got {k}")
         self.train_flat = self.train_x.flatten(1).to(device)

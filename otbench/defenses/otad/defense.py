@@ -75,8 +75,12 @@ class OTAD(NeighbourDefense):
     surrogate_description = "the FC ResNet R and classifier H without the CIP step (= 'standard')"
     presets = fc_resnet_presets(OTAD_DEFAULTS)
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        check_cip_settings(config["defense"])
+
     def __init__(self, data, config, device) -> None:
-        check_cip_settings(config["defense"])  # before any training starts
         super().__init__(data, config, device)
         self.last_steps: torch.Tensor | None = None  # relaxation steps of the last batch, for diagnostics
         self.steps_cache = StepCache()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from otbench.common.fc_defense import NeighbourDefense
+from otbench.common.fc_defense import NeighbourDefense, check_k
 from otbench.common.fc_training import feature_bank
 from otbench.common.neighbours import ExactKNN
 from otbench.common.regressor import TRAIN_REG_PAPER, TRAIN_REG_QUICK, RegressorDefense
@@ -43,6 +43,12 @@ class OTADRegression(RegressorDefense):
     # The test-time step is `otad`'s own, line for line: the same functions, not a copy.
     cip_features = OTAD.cip_features
     timer = NeighbourDefense.timer
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        check_k(config["defense"]["K"])
+        check_cip_settings(config["defense"])
 
     def __init__(self, data, config, device) -> None:
         n_train = len(data.take_train(config["train"]["train_size"]).x_train)

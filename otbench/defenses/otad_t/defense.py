@@ -16,6 +16,7 @@ from torch import nn
 
 from otbench.defenses.otad.cip import CIPResult, first_feasible_step, solve_cip
 from otbench.defenses.otad.defense import MAX_STEPS, StepCache, _ExactOTAD, check_cip_settings
+from otbench.common.fc_defense import check_k
 from otbench.common.neighbours import ExactKNN
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
@@ -32,10 +33,12 @@ class ViTNeighbourDefense(Defense):
     uses_dml: bool = False
     surrogate_description = "the ViT itself, x -> H(z~(x~(x))), without the neighbour and CIP steps"
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        check_k(config["defense"]["K"])
+
     def __init__(self, data, config, device) -> None:
         k = config["defense"]["K"]
-        if not isinstance(k, int) or k < 2:
-            raise OTBenchError(f"K must be an integer of at least 2, got {k!r}")
         super().__init__(data, config, device)
         train = config["train"]
         self.net, self.train_record = load_or_train_vit(data, vit_config(train), device)
@@ -103,8 +106,12 @@ class OTADTBase(ViTNeighbourDefense):
     differentiable = False  # the CIP step is solved...
     piecewise_differentiable = True  # ...exactly, so it is differentiable a.e. (otad-exact-grad)
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> None:
+        super().check_config(config)
+        check_cip_settings(config["defense"])
+
     def __init__(self, data, config, device) -> None:
-        check_cip_settings(config["defense"])  # before any training starts
         super().__init__(data, config, device)
         self.cip = CIPStep(config["defense"])
 
