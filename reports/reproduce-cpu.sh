@@ -38,4 +38,4 @@ for attack in "bpda-pgd --eps 2,2.5,3" "square --eps 2,3" "ngopt-cw --eps 0.1,0.
 done
 # Tables II, III at n = 1000 and the exact-gradient attack: reports/reproduce-gpu.sh (H100), merged with
 # `otbench merge`. Rows with no paper-preset result are taken from reports/reproduce-quick.sh's, marked.
-otbench report --preset paper --fallback quick --out reports/paper
+otbench report --preset paper --fallback paper-v1,quick --out reports/paper

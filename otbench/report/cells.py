@@ -38,7 +38,7 @@ def expected_configs(spec: TableSpec, row: Row, column: Column, preset: str) -> 
         return None
     defense_cfg = build_config(cls, preset, row.overrides)
     attack = row_attack(row, column)
-    attack_cfg = merge(ATTACKS.get(attack).defaults, column.attack_overrides, attack)
+    attack_cfg = merge(ATTACKS.get(attack).defaults, column_config(column, attack, row), attack)
     return defense_cfg, attack_cfg
 
 
@@ -89,7 +89,9 @@ def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column,
                         setting, column.paper_metric) if row.paper_method and setting else None
     if row.defense not in DEFENSES:
         return Cell(row, column, None, paper, 0, None, "not available", preset)
-    if column.metric == "worst":
+    if column.metric == "worst" or row.worst_of:
+        if row.worst_of and column.metric not in ("robust", "clean"):
+            return Cell(row, column, None, paper, 0, None, "n/a", preset)
         return _worst_cell(store, spec, row, column, preset, paper)
     cell = find_cell(store, spec, row, column, preset)
     if cell is None:
@@ -103,6 +105,11 @@ def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column,
     if column.metric == "norm":
         won = [r.pert_norm for r in rows if r.clean_correct and not r.robust]
         value = sum(won) / len(won) if won else None
+    elif column.metric == "queries":  # over the samples the attack worked on (clean-correct ones)
+        spent = [r.queries for r in rows if r.clean_correct and r.queries is not None]
+        value = sum(spent) / len(spent) if spent else None
+    elif column.metric == "seconds":
+        value = sum(c["wall_seconds"] for c in store.chunk_records(cell["cell_id"])) / max(len(rows), 1)
     else:
         value = 100.0 * sum(r.clean_correct if column.metric == "clean" else r.robust for r in rows) / len(rows)
     return Cell(row, column, value, paper, len(rows), cell["cell_id"], "measured", preset)
@@ -110,16 +117,24 @@ def _collect_cell(spec: TableSpec, store: ResultStore, row: Row, column: Column,
 
 def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, preset: str,
                 paper: float | None) -> Cell:
-    """Robust only if robust under every attack of the column: the per-sample worst case."""
-    plain = replace(row, attack=None)  # each of the column's attacks, whatever the row names
-    found = [find_cell(store, spec, plain, Column(a, a, column.eps, attack_overrides=column_config(column, a)),
-                       preset) for a in column.attacks]
+    """Robust only if robust under every attack of the column (or of the row's `worst_of`): the per-sample worst
+    case, on the samples every attack saw; a row's clean accuracy is read from its first attack's cell."""
+    found = [find_cell(store, spec, Row(row.label, row.defense, overrides=row.overrides), Column(a, a, column.eps,
+                       attack_overrides=cfg), preset) for a, cfg in worst_parts(row, column)]
     if any(f is None for f in found):
         return Cell(row, column, None, paper, 0, None, "not run", preset)
-    per = [{r.sample_id: r.robust for r in store.rows(f["cell_id"])} for f in found]
+    flag = (lambda r: r.clean_correct) if column.metric == "clean" else (lambda r: r.robust)
+    per = [{r.sample_id: flag(r) for r in store.rows(f["cell_id"])} for f in found]
     common = set.intersection(*(set(p) for p in per))
     value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
     return Cell(row, column, value, paper, len(common), None, "measured", preset)
+
+
+def worst_parts(row: Row, column: Column) -> list[tuple[str, dict]]:
+    """The (attack, settings) a worst-case cell takes the minimum over."""
+    if row.worst_of:
+        return [(a, dict(cfg)) for a, cfg in row.worst_of]
+    return [(a, column_config(column, a)) for a in column.attacks]
 
 
 def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
@@ -133,8 +148,10 @@ def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
     rows: dict[str, Row] = {}
     for c in missing:
         rows[c.row.label] = c.row
-        for attack in c.column.attacks if c.column.metric == "worst" else (row_attack(c.row, c.column),):
-            config = column_config(c.column, attack)
+        worst = c.column.metric == "worst" or c.row.worst_of
+        parts = worst_parts(c.row, c.column) if worst else [(row_attack(c.row, c.column),
+                                                             column_config(c.column, row_attack(c.row, c.column), c.row))]
+        for attack, config in parts:
             key = (c.row.label, attack, json.dumps(config, sort_keys=True))
             eps = jobs.setdefault(key, {"eps": []})["eps"]
             if c.column.eps not in eps:

@@ -92,6 +92,10 @@ def _regression(column: Column) -> bool:
 def _fmt(v: float | None, column: Column | None = None) -> str:
     if v is None:
         return ""
+    if column is not None and column.metric == "queries":
+        return f"{v:.0f}"
+    if column is not None and column.metric == "seconds":
+        return f"{v:.2f}"
     return f"{v:.3f}" if column is not None and _regression(column) else f"{v:.1f}"
 
 
@@ -139,6 +143,9 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
         row_n = max(by[(row.label, col.label)].n for col in spec.columns)
         for col in spec.columns:
             c = by[(row.label, col.label)]
+            if c.status == "n/a":  # the column does not apply to the row (a worst-case row's queries)
+                line.append("–")
+                continue
             if c.status == "not available":
                 measured = "n/a"
             elif c.status == "not run":

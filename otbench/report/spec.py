@@ -16,6 +16,9 @@ class Row:
     paper_method: str | None = None  # the method's name in the paper's values; None: not in the paper
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # {"defense": {...}, "train": {...}}
     attack: str | None = None  # overrides every column's attack for this row
+    attack_config: dict[str, Any] = field(default_factory=dict)  # this row's own attack settings
+    # a worst-case row: per sample, robust only if robust under every (attack, settings) here, at the column's eps
+    worst_of: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Column:
     # "robust" or "clean" accuracy of the cell; "norm": mean perturbation norm of its successful attacks;
     # "worst": robust accuracy under the worst case per sample over `attacks` (each at this eps, with the
     # settings attack_overrides[attack]);
+    # "queries": mean defense queries per attacked sample; "seconds": wall seconds per sample;
     # regression cells: "mse" (perturbed), "clean_mse", "e", "smape" (otbench.metrics)
     metric: str = "robust"
     paper_setting: str | None = None
@@ -43,9 +47,10 @@ def row_attack(row: Row, column: Column) -> str:
     return row.attack or column.attack
 
 
-def column_config(column: Column, attack: str) -> dict[str, Any]:
-    """The settings of `attack` in `column` (a worst-case column keeps one dict per attack)."""
-    return dict(column.attack_overrides.get(attack, {})) if column.metric == "worst" else dict(column.attack_overrides)
+def column_config(column: Column, attack: str, row: Row | None = None) -> dict[str, Any]:
+    """The settings of `attack` in `column` (a worst-case column keeps one dict per attack), then the row's own."""
+    base = dict(column.attack_overrides.get(attack, {})) if column.metric == "worst" else dict(column.attack_overrides)
+    return {**base, **(row.attack_config if row is not None and row.attack else {})}
 
 
 @dataclass(frozen=True)

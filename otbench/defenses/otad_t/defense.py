@@ -50,6 +50,8 @@ class ViTNeighbourDefense(Defense):
         if self.uses_dml:
             self.dml, self.dml_record = load_or_train_dml(data, dml_config(train), device)
             self.knn = ExactKNN(embed_all(self.dml, self.train_x, device))
+            # both trained networks decide the outputs: both records go with every result
+            self.train_record = {"vit": self.train_record, "dml-net": self.dml_record}
         else:
             self.knn = ExactKNN(self.bank_x)
         self.timings: Counter[str] = Counter()
