@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,19 @@ def shuffled_batches(n: int, batch_size: int, epochs: int,
 def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, gen: torch.Generator,
                        opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None,
                        loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
-                       desc: str, progress: bool = True, on_loss: Callable[[float], None] | None = None) -> None:
+                       desc: str, progress: bool = True, on_loss: Callable[[float], None] | None = None,
+                       net: torch.nn.Module | None = None) -> None:
     """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`);
-    `on_loss`, if given, receives every step's loss (training curves in tests and records)."""
+    `on_loss`, if given, receives every step's loss (training curves in tests and records).
+
+    Given the `net`, a training run inside `cached_model` is resumable: every finished epoch is saved beside the
+    checkpoint (network, optimiser, schedule and both random generators), so a killed training restarts at its
+    last finished epoch and ends with the weights an unbroken one would have."""
     steps = steps_per_epoch(len(x), batch_size)
-    bar = progress_bar(epochs * steps, desc, progress, unit="step")
-    for _, _, idx in shuffled_batches(len(x), batch_size, epochs, gen):
+    resume = _RESUME.get() if net is not None else None
+    start = _resume(resume, net, opt, sched, gen, desc, epochs * steps) if resume else 0
+    bar = progress_bar(epochs * steps, desc, progress, unit="step", initial=start * steps)
+    for epoch, i, idx in shuffled_batches(len(x), batch_size, epochs - start, gen):
         loss = loss_of(x[idx].to(device), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,7 +76,51 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
             on_loss(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if resume and i == steps - 1 and start + epoch + 1 < epochs:  # an epoch done, and more to come
+            _save_epoch(resume, net, opt, sched, gen, desc, epochs * steps, start + epoch + 1)
     bar.close()
+
+
+# Set by cached_model around a training: where its finished epochs are kept until the checkpoint is written
+_RESUME: ContextVar[Path | None] = ContextVar("otbench_resume", default=None)
+
+
+def _save_epoch(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+                desc: str, total: int, epoch: int) -> None:
+    state = {"desc": desc, "total_steps": total, "epoch": epoch, "net": net.state_dict(), "opt": opt.state_dict(),
+             "sched": sched.state_dict() if sched is not None else None, "gen": gen.get_state(),
+             "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    tmp = path.with_suffix(".partial-tmp")
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError):  # an unsaved epoch only costs time if the run is killed
+        tmp.unlink(missing_ok=True)
+
+
+def _resume(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+            desc: str, total: int) -> int:
+    """The epochs already done by a killed run of this very training (0 when there is none to trust)."""
+    if not path.exists():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: generator states
+        if state["desc"] != desc or state["total_steps"] != total:
+            return 0
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        if sched is not None:
+            sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except Exception:  # a damaged partial file: start again
+        return 0
+    print(f"otbench: resuming {desc} at epoch {state['epoch']} (a killed run's finished epochs, {path.name})",
+          file=sys.stderr)
+    return state["epoch"]
 
 
 @torch.no_grad()
@@ -111,7 +163,12 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
     check_cache_writable()
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    net = train()
+    partial = path.with_suffix(".partial")
+    token = _RESUME.set(partial)
+    try:
+        net = train()
+    finally:
+        _RESUME.reset(token)
     # CPU trainings depend on the intra-op thread count (the order of float reductions): recorded beside the device
     threads = {"threads": torch.get_num_threads()} if device.type == "cpu" else {}
     record = {"train_seconds": round(time.time() - start, 1), "device": str(device), **threads, **evaluate(net)}
@@ -119,6 +176,7 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
     try:
         torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
         tmp.replace(path)
+        partial.unlink(missing_ok=True)
     except (OSError, RuntimeError) as exc:  # a full or vanished cache (torch raises either): keep the trained
         tmp.unlink(missing_ok=True)          # model for this run, leave no half file
         why = " ".join(str(exc).split())[:160]

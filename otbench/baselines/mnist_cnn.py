@@ -82,7 +82,7 @@ def train_cnn(net: SmallCNN, data: Dataset, cfg: dict[str, Any], device: torch.d
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
                        lambda xb, yb: F.cross_entropy(net(xb), yb), device, f"train cnn on {data.name}",
-                       progress=False)
+                       progress=False, net=net)
     return net.eval()
 
 

@@ -216,7 +216,7 @@ def train_soc(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
         return F.cross_entropy(logits, yb) - cfg["gamma"] * cert.mean()
 
     minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched, loss_of, device,
-                       f"train soc-plus on {data.name}", progress)
+                       f"train soc-plus on {data.name}", progress, net=net)
     return net.eval()
 
 

@@ -101,7 +101,7 @@ def train_fc_resnet(data: Dataset, cfg: dict[str, Any], device: torch.device, pr
         return F.cross_entropy(logits, yb) + cfg["alpha"] * energy.mean()
 
     minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched, loss_of, device,
-                       f"train fc-resnet on {data.name}", progress)
+                       f"train fc-resnet on {data.name}", progress, net=net)
     return net.eval()
 
 

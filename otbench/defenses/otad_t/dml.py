@@ -153,7 +153,8 @@ def train_dml(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
     net.train()
     minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
                        lambda xb, yb: triplet_loss(net(xb), yb, cfg["margin"]), device,
-                       f"train DML-net {cfg['arch']}", progress, on_loss=None if history is None else history.append)
+                       f"train DML-net {cfg['arch']}", progress, on_loss=None if history is None else history.append,
+                       net=net)
     return net.eval()
 
 

@@ -86,7 +86,7 @@ def train_vit(data: Dataset, cfg: dict[str, Any], device: torch.device, progress
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     net.train()
     minibatch_training(x, y, cfg["batch_size"], cfg["epochs"], gen, opt, sched,
-                       lambda xb, yb: F.cross_entropy(net(xb), yb), device, f"train ViT on {data.name}", progress)
+                       lambda xb, yb: F.cross_entropy(net(xb), yb), device, f"train ViT on {data.name}", progress, net=net)
     return net.eval()
 
 
