@@ -19,6 +19,9 @@ from .data.base import cache_dir
 
 
 _QUIET = False
+# Every checkpoint this process loaded or wrote, in order: a distributed executor ships these files to workers
+# that do not share the cache (otbench.executors.ray), so no worker trains a model the driver already has.
+_USED: dict[Path, None] = {}
 
 
 def set_quiet(quiet: bool) -> None:
@@ -92,6 +95,7 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
                  train: Callable[[], torch.nn.Module],
                  evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
+    _USED[Path(path)] = None
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
@@ -104,3 +108,8 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
     torch.save({"state_dict": net.state_dict(), "record": record, "config": cfg}, tmp)
     tmp.replace(path)
     return net.eval(), record
+
+
+def used_checkpoints() -> list[Path]:
+    """The checkpoint files this process has loaded or written (`cached_model`), oldest first."""
+    return [p for p in _USED if p.exists()]

@@ -1,0 +1,80 @@
+"""The Ray executor on a real local Ray (2 CPUs): the same rows as the local executor whatever the number of
+workers, for `otbench run` and `otbench report --fill`; a worker killed mid-chunk loses only that chunk."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, grid, run_grid, stored
+from support import DATA, TINY_TRAIN
+
+from otbench.cli import main
+from otbench.registry import ATTACKS, TABLES
+from otbench.report.spec import Column, Row, TableSpec
+from otbench.store import ResultStore
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray of 2 CPUs whose workers import this folder (the test attack) and know the kill marker."""
+    marker = tmp_path_factory.mktemp("kill") / "killed"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+                                       KILL_MARKER_ENV: str(marker)}})
+    yield marker
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory):
+    """The grid through the local executor: the reference every Ray run must match exactly."""
+    return run_grid(tmp_path_factory.mktemp("local") / "local.sqlite", grid("local"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_stores_the_local_executors_rows(local_ray, local_rows, tmp_path, workers):
+    db = tmp_path / "ray.sqlite"
+    assert run_grid(db, grid("ray", workers=workers)) == local_rows
+    assert len(local_rows) == 6 and all(len(rows) == 8 for rows in local_rows.values())
+    store = ResultStore(db)
+    for cell in store.cells():  # provenance as before: every chunk with its worker's device and machine
+        assert [r["status"] for r in store.runs(cell["cell_id"])] == ["complete"]
+        for record in store.chunk_records(cell["cell_id"]):
+            assert record["device"] == "cpu (1 threads)" and record["machine"] and "torch" in record["versions"]
+    store.close()
+
+
+def test_a_worker_killed_mid_chunk_loses_only_that_chunk(local_ray, tmp_path):
+    attack = {"kill-once-square": SQUARE["square"]}
+    with ATTACKS.temporary("kill-once-square", KillOnceSquare):
+        reference = run_grid(tmp_path / "local.sqlite", grid("local", attacks=attack))
+        assert not local_ray.exists()  # the test process never kills itself
+        killed = run_grid(tmp_path / "ray.sqlite", grid("ray", workers=2, attacks=attack))
+    assert local_ray.exists(), "no worker was killed: the test did not test anything"
+    assert int(local_ray.read_text()) != os.getpid()
+    assert killed == reference and sum(len(r) for r in killed.values()) == 8 * 2 + 8 * 2
+    store = ResultStore(tmp_path / "ray.sqlite")
+    chunks = {(c["cell_id"], r["chunk"]) for c in store.cells() for r in store.chunk_records(c["cell_id"])}
+    store.close()
+    assert len(chunks) == 2 * 2 + 2 and KILL_CHUNK in {chunk for _, chunk in chunks}
+
+
+def test_report_fill_dispatches_through_ray(local_ray, capsys, tmp_path):
+    rows = (Row("no defense", "standard", None, {"train": dict(TINY_TRAIN)}),
+            Row("KNN", "knn", None, {"train": dict(TINY_TRAIN)}))
+    spec = TableSpec("tiny-ray-table", "tiny", "otad", "III", "mnist", rows,
+                     (Column("Robust Acc eps=1.5", "square", 1.5, "robust", "eps=1.5", {"n_queries": 20}),))
+    argv = ["report", "--tables", spec.name, "--preset", "quick", "--fill", "--n", "8", "--chunk", "4",
+            "--data-root", str(DATA), "--quiet", "--json"]
+    with TABLES.temporary(spec.name, lambda: spec):
+        for name, extra in (("local", []), ("ray", ["--executor", "ray", "--workers", "2"])):
+            assert main(argv + ["--results", str(tmp_path / f"{name}.sqlite"), "--out", str(tmp_path / name),
+                                *extra]) == 0
+            json.loads(capsys.readouterr().out)
+    local, through_ray = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
+    assert through_ray == local and len(local) == 2
+    assert (tmp_path / "ray" / "tiny-ray-table.csv").read_text() == (tmp_path / "local" / "tiny-ray-table.csv").read_text()
