@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ _QUIET = False
 # Every checkpoint this process loaded or wrote, in order: a distributed executor ships these files to workers
 # that do not share the cache (otbench.executors.ray), so no worker trains a model the driver already has.
 _USED: dict[Path, None] = {}
+# Called with a checkpoint's path before `cached_model` looks at it (an executor's worker puts the driver's
+# file there first); None: the cache alone.
+_SOURCE: Callable[[Path], None] | None = None
 
 
 def set_quiet(quiet: bool) -> None:
@@ -96,6 +100,8 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
                  evaluate: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """`net` loaded from the checkpoint at `path`, else trained, evaluated and saved there; with its record."""
     _USED[Path(path)] = None
+    if _SOURCE is not None:
+        _SOURCE(Path(path))
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["state_dict"])
@@ -113,3 +119,15 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
 def used_checkpoints() -> list[Path]:
     """The checkpoint files this process has loaded or written (`cached_model`), oldest first."""
     return [p for p in _USED if p.exists()]
+
+
+@contextmanager
+def checkpoint_source(source: Callable[[Path], None]) -> Iterator[None]:
+    """Within the block, `cached_model` calls `source(path)` before it reads the cache at `path`: a Ray worker
+    writes the driver's checkpoint there when its node lacks it or holds another file under that name."""
+    global _SOURCE
+    old, _SOURCE = _SOURCE, source
+    try:
+        yield
+    finally:
+        _SOURCE = old

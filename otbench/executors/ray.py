@@ -80,6 +80,26 @@ def worker_device(requested: str):
     return torch.device("cuda")
 
 
+def worker_shape(resources: dict[str, float], workers: int | None = None, gpus_per_worker: float | None = None,
+                 threads: int | None = None, device: str = "auto") -> tuple[int, int, float]:
+    """(workers, CPUs per worker, GPUs per worker) on a cluster with `resources` (ray.cluster_resources()):
+    one worker per GPU by default when the cluster has GPUs and the device allows them, else one per CPU; one
+    CPU per worker unless `threads` asks for more. Refused when the cluster cannot hold them all (Ray would
+    wait for them forever)."""
+    cpus, total_cpus, total_gpus = threads or 1, resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    use_gpu = device != "cpu" and total_gpus > 0 and gpus_per_worker != 0
+    if device.startswith("cuda") and not use_gpu:
+        raise OTBenchError(f"--device {device}: the Ray cluster has no GPU to give ({total_cpus:g} CPUs, "
+                           f"{total_gpus:g} GPUs); use --device auto or cpu")
+    gpus = float(gpus_per_worker or 1.0) if use_gpu else 0.0
+    if workers is None:
+        workers = max(1, int(total_gpus / gpus + 1e-9) if use_gpu else int(total_cpus // cpus))
+    if workers * cpus > total_cpus or workers * gpus > total_gpus + 1e-9:
+        raise OTBenchError(f"the Ray cluster has {total_cpus:g} CPUs and {total_gpus:g} GPUs: too few for {workers} "
+                           f"workers of {cpus} CPU(s) and {gpus:g} GPU(s) each; lower --workers or --threads")
+    return workers, cpus, gpus
+
+
 class ChunkWorker:
     """The actor: builds each defense once (checkpoints from the cache, or from the object store), computes
     chunks, returns their rows. A user-facing error (a threat-model violation...) comes back as a value, so the
@@ -121,13 +141,15 @@ class ChunkWorker:
     def _defense(self, spec: DefenseSpec, data: list, checkpoints: dict[str, tuple[str, list]]) -> Any:
         import ray
 
+        from ..training import checkpoint_source
+
         if spec.key in self.defenses:
             return self.defenses[spec.key]
         if spec.data not in self.data:
             self.data[spec.data] = ray.get(data[0])
-        self._checkpoints(checkpoints)
         spec.cls.name = spec.name
-        defense = spec.cls(self.data[spec.data], json.loads(spec.config), self.device)
+        with checkpoint_source(lambda path: self._checkpoint(path, checkpoints)):
+            defense = spec.cls(self.data[spec.data], json.loads(spec.config), self.device)
         if spec.undefended:
             from ..checks import UndefendedView
 
@@ -135,23 +157,27 @@ class ChunkWorker:
         self.defenses[spec.key] = defense
         return defense
 
-    def _checkpoints(self, table: dict[str, tuple[str, list]]) -> None:
-        """Make this node's cache hold the driver's checkpoints: a missing file, or one that differs (trained
-        elsewhere), is written from the object store, so no worker trains and all use the driver's weights."""
+    def _checkpoint(self, path: Path, table: dict[str, tuple[str, list]]) -> None:
+        """Before the defense reads checkpoint `path` from this node's cache: if the driver used a file of that
+        name and this node lacks it or holds another one (trained elsewhere), write the driver's bytes there from
+        the object store, so no worker trains and every worker uses the driver's weights."""
         import ray
 
         from ..data.base import cache_dir
 
-        for rel, (digest, holder) in table.items():
-            if rel in self.verified:
-                continue
-            path = cache_dir() / rel
-            if not path.exists() or file_digest(path) != digest:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # workers of one node may race here
-                tmp.write_bytes(ray.get(holder[0]))
-                tmp.replace(path)
-            self.verified.add(rel)
+        try:
+            rel = str(path.resolve().relative_to(cache_dir().resolve()))
+        except ValueError:
+            return
+        if rel in self.verified or rel not in table:
+            return
+        digest, holder = table[rel]
+        if not path.exists() or file_digest(path) != digest:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # the workers of one node may race here
+            tmp.write_bytes(ray.get(holder[0]))
+            tmp.replace(path)
+        self.verified.add(rel)
 
 
 class RayExecutor:
@@ -170,31 +196,14 @@ class RayExecutor:
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise OTBenchError(f"cannot start or reach Ray at {address or 'a new local instance'}: "
                                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        self.workers, self.cpus, self.gpus = self._shape(workers, gpus_per_worker, threads, device)
+        self.workers, self.cpus, self.gpus = worker_shape(ray.cluster_resources(), workers, gpus_per_worker, threads,
+                                                          device)
         worker = ray.remote(ChunkWorker).options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=MAX_RESTARTS,
                                                  max_task_retries=MAX_TASK_RETRIES)
         self.actors = [worker.remote("cuda" if self.gpus else "cpu", self.cpus) for _ in range(self.workers)]
         self.data: dict[int, tuple[str, Any, Any]] = {}  # id(dataset) -> (key, dataset kept alive, ObjectRef)
         self.specs: dict[int, tuple[Any, DefenseSpec]] = {}
         self.checkpoints: dict[str, tuple[str, list]] = {}
-
-    def _shape(self, workers: int | None, gpus_per_worker: float | None, threads: int | None,
-               device: str) -> tuple[int, int, float]:
-        """Workers, CPUs and GPUs per worker: one worker per GPU by default when the cluster has GPUs (and the
-        device allows them), else one per CPU; refused when the cluster cannot hold them all (a hang)."""
-        res = self.ray.cluster_resources()
-        cpus, total_gpus = threads or 1, res.get("GPU", 0.0)
-        use_gpu = device != "cpu" and total_gpus > 0 and gpus_per_worker != 0
-        if device.startswith("cuda") and not use_gpu:
-            raise OTBenchError(f"--device {device}: the Ray cluster has no GPU (resources: "
-                               f"{int(res.get('CPU', 0))} CPUs); use --device auto or cpu")
-        gpus = float(gpus_per_worker or 1.0) if use_gpu else 0.0
-        if workers is None:
-            workers = max(1, int(total_gpus // gpus) if use_gpu else int(res.get("CPU", 1) // cpus))
-        if workers * cpus > res.get("CPU", 0) or workers * gpus > total_gpus + 1e-9:
-            raise OTBenchError(f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {total_gpus:g} GPUs: too few for "
-                               f"{workers} workers of {cpus} CPU(s) and {gpus:g} GPU(s) each; lower --workers")
-        return workers, cpus, gpus
 
     # -- what the workers are sent -----------------------------------------------------------------------------
     def _data_key(self, data: Any) -> tuple[str, Any]:

@@ -130,3 +130,29 @@ def test_ray_available_says_whether_ray_imports():
     if not expected:
         with pytest.raises(OTBenchError, match=r"pip install 'otbench\[ray\]'"):
             check_executor("ray")
+
+
+@pytest.mark.parametrize("resources,options,shape", [
+    ({"CPU": 2.0}, {}, (2, 1, 0.0)),  # a laptop: one worker per CPU
+    ({"CPU": 16.0, "GPU": 4.0}, {}, (4, 1, 1.0)),  # a GPU box: one worker per GPU
+    ({"CPU": 16.0, "GPU": 4.0}, {"device": "cpu"}, (16, 1, 0.0)),  # the GPUs left alone
+    ({"CPU": 16.0, "GPU": 4.0}, {"gpus_per_worker": 0.5}, (8, 1, 0.5)),  # two workers share a GPU
+    ({"CPU": 16.0, "GPU": 4.0}, {"threads": 4}, (4, 4, 1.0)),
+    ({"CPU": 8.0}, {"threads": 4}, (2, 4, 0.0)),
+])
+def test_workers_follow_the_clusters_cpus_and_gpus(resources, options, shape):
+    from otbench.executors.ray import worker_shape  # imports no Ray: the shape is arithmetic on resources
+
+    assert worker_shape(resources, **options) == shape
+
+
+@pytest.mark.parametrize("resources,options,message", [
+    ({"CPU": 2.0}, {"workers": 3}, "too few for 3 workers"),
+    ({"CPU": 8.0, "GPU": 1.0}, {"workers": 2}, "too few for 2 workers of 1 CPU.s. and 1 GPU"),
+    ({"CPU": 2.0}, {"device": "cuda"}, "--device cuda: the Ray cluster has no GPU"),
+])
+def test_a_cluster_too_small_is_refused_not_waited_for(resources, options, message):
+    from otbench.executors.ray import worker_shape
+
+    with pytest.raises(OTBenchError, match=message):
+        worker_shape(resources, **options)
