@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, grid, run_grid, stored
+from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, Overstep, grid, run_grid, stored
 from support import DATA, TINY_TRAIN
 
 from otbench.cli import main
@@ -78,3 +78,19 @@ def test_report_fill_dispatches_through_ray(local_ray, capsys, tmp_path):
     local, through_ray = stored(tmp_path / "local.sqlite"), stored(tmp_path / "ray.sqlite")
     assert through_ray == local and len(local) == 2
     assert (tmp_path / "ray" / "tiny-ray-table.csv").read_text() == (tmp_path / "local" / "tiny-ray-table.csv").read_text()
+
+
+def test_the_workers_evaluate_through_the_threat_model_guard(local_ray, capsys, tmp_path):
+    """A cheating attack computed by a Ray worker is refused there: one line on the driver, nothing stored."""
+    db = tmp_path / "r.sqlite"
+    sets = [a for k, v in TINY_TRAIN.items() for a in ("--set", f"train.{k}={json.dumps(v)}")]
+    with ATTACKS.temporary("overstep", Overstep):
+        rc = main(["run", "--defense", "standard", "--attack", "overstep", "--eps", "1", "--n", "8", "--chunk", "4",
+                   "--no-checks", "--executor", "ray", "--workers", "2", "--data-root", str(DATA), "--results",
+                   str(db), "--quiet", *sets])
+    err = capsys.readouterr().err
+    assert rc == 2 and "overstep overstepped its threat model" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    store = ResultStore(db)
+    assert [store.count_rows(c["cell_id"]) for c in store.cells()] == [0]
+    store.close()

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 from ray_support import HERE, SQUARE, grid, run_grid
 from support import DATA, TINY_TRAIN
 
@@ -21,13 +22,25 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
-def test_a_two_node_cluster_without_a_shared_cache_stores_the_local_rows(tmp_path):
-    """Each node has one CPU, so each holds one worker; the workers' cache is empty, so the checkpoints must
-    come from the driver through the object store (byte for byte: not retrained there)."""
+def test_a_two_node_cluster_without_a_shared_cache_stores_the_local_rows(tmp_path, monkeypatch):
+    """Each node has one CPU, so each holds one worker. The workers' cache is not the driver's: one file in it
+    has the name of a driver's checkpoint and other bytes (trained elsewhere), the rest are missing; so the
+    checkpoints must come from the driver through the object store, and they are the driver's byte for byte
+    (its records carry a mark a worker's own training could not write)."""
     from ray.cluster_utils import Cluster
 
+    monkeypatch.setenv("OTBENCH_CACHE", str(tmp_path / "driver-cache"))  # its files are marked below
     reference = run_grid(tmp_path / "local.sqlite", grid("local", attacks=SQUARE))
     worker_cache = tmp_path / "worker-cache"
+    used = [p for p in used_checkpoints() if p.is_relative_to(cache_dir())]
+    assert used
+    for path in used:  # the same weights, a record only the driver's files have
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved["record"]["mark"] = "driver"
+        torch.save(saved, path)
+    stale = worker_cache / used[0].relative_to(cache_dir())
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"another model under the same name")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
@@ -41,10 +54,10 @@ def test_a_two_node_cluster_without_a_shared_cache_stores_the_local_rows(tmp_pat
         cluster.shutdown()
     assert rows == reference and len(rows) == 4
     shipped = sorted(worker_cache.rglob("*.pt"))
-    assert shipped, "the workers' cache is empty: they did not build the defenses from it"
+    assert stale in shipped, "the workers' cache is empty: they did not build the defenses from it"
     for path in shipped:
         assert path.read_bytes() == (cache_dir() / path.relative_to(worker_cache)).read_bytes()
-    assert {p.name for p in shipped} <= {p.name for p in used_checkpoints()}
+        assert torch.load(path, map_location="cpu", weights_only=True)["record"]["mark"] == "driver"
 
 
 def _chunks(db) -> int:
