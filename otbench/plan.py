@@ -18,7 +18,8 @@ from .errors import OTBenchError
 from .executors import check_executor
 from .provenance import resolve_device
 from .registry import ATTACKS, DATASETS, DEFENSES
-from .runner import DEFAULT_CHUNK, OpenSuite, SuiteResult, close_suite, open_suite, split_attack_config
+from .runner import (DEFAULT_CHUNK, OpenSuite, SuiteResult, close_cell, close_suite, open_suite,
+                     split_attack_config)
 from .store import ResultStore
 
 if TYPE_CHECKING:
@@ -175,39 +176,46 @@ def execute_plans(plans: list[RunPlan], store: ResultStore, progress: bool = Tru
 
     built = dict(built or {})
     own = executor is None
-    executor = executor or open_executor(**plans[0].executor_options())
+    executor = executor or open_executor(**plans[0].executor_options())  # Ray's workers start meanwhile
     try:
         datasets: dict[tuple[str, str | None], Any] = {}
         defenses: dict[str, Defense] = {}
-        suites: list[list[OpenSuite]] = []
-        for plan in plans:
-            suites.append([])
+        jobs: list[tuple[int, RunPlan, DefenseJob, Defense, EvalSubset]] = []
+        for i, plan in enumerate(plans):  # every defense first: a failing build leaves no cell half-open
             for job in plan.jobs:
                 if id(job) in built:
-                    defense, subset = built[id(job)]
-                else:
-                    key = (plan.dataset, plan.data_root)
-                    if key not in datasets:
-                        datasets[key] = load_dataset(plan.dataset, plan.data_root)
-                    data = datasets[key]
-                    subset = eval_subset(len(data.x_test), plan.n, plan.subset_seed)
-                    name = json.dumps([*key, plan.device, job.name, job.preset, job.overrides], sort_keys=True)
-                    if name not in defenses:  # the same defense in several plans (seeds of a sweep): built once
-                        defenses[name] = create_defense(job.name, data, job.preset, job.overrides,
-                                                        _driver_device(plan.device))
-                    defense = defenses[name]
-                suites[-1].append(plan.open_job(job, defense, subset, store))
-        dispatch(executor, [c for group in suites for s in group for c in s.all_cells()], store, progress)
+                    jobs.append((i, plan, job, *built[id(job)]))
+                    continue
+                key = (plan.dataset, plan.data_root)
+                if key not in datasets:
+                    datasets[key] = load_dataset(plan.dataset, plan.data_root)
+                data = datasets[key]
+                name = json.dumps([*key, plan.device, job.name, job.preset, job.overrides], sort_keys=True)
+                if name not in defenses:  # the same defense in several plans (seeds of a sweep): built once
+                    defenses[name] = create_defense(job.name, data, job.preset, job.overrides, _driver_device(plan))
+                jobs.append((i, plan, job, defenses[name], eval_subset(len(data.x_test), plan.n, plan.subset_seed)))
+        suites: list[list[OpenSuite]] = [[] for _ in plans]
+        try:
+            for i, plan, job, defense, subset in jobs:
+                suites[i].append(plan.open_job(job, defense, subset, store))
+            dispatch(executor, [c for group in suites for s in group for c in s.all_cells()], store, progress)
+        finally:  # whatever stopped the grid, no `runs` row is left "running" (closed ones stay as they are)
+            for group in suites:
+                for suite in group:
+                    for cell in suite.all_cells():
+                        close_cell(store, cell, "interrupted")
         return [[close_suite(store, s) for s in group] for group in suites]
     finally:
         if own:
             executor.close()
 
 
-def _driver_device(requested: str) -> Any:
-    """Where the driver builds (and trains) a defense: the requested device if it has it, else the CPU (a Ray
-    plan asking for cuda on a driver without a GPU: validate() let it through, the workers have the GPUs)."""
+def _driver_device(plan: RunPlan) -> Any:
+    """Where the driver builds (and trains) a defense: the plan's device, except for a Ray plan asking for cuda
+    on a driver without a GPU (validate() let it through: the workers have the GPUs), which builds on the CPU."""
     try:
-        return resolve_device(requested)
+        return resolve_device(plan.device)
     except OTBenchError:
+        if plan.executor != "ray":
+            raise
         return resolve_device("cpu")
