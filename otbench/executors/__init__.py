@@ -65,8 +65,18 @@ def check_executor(name: str, workers: int | None = None, ray_address: str | Non
             if value is not None:
                 raise OTBenchError(f"{option} applies to --executor ray only")
         return
+    if ray_address is not None:
+        check_address(ray_address)
     if not ray_available():
         raise OTBenchError(f"--executor ray needs Ray, which is not installed: {RAY_HINT}")
+
+
+def check_address(address: str) -> None:
+    """A Ray address is `auto`, HOST:PORT or ray://HOST:PORT (Ray Client)."""
+    host, sep, port = address.rpartition(":")
+    if address != "auto" and not (sep and host and port.isdigit()):
+        raise OTBenchError(f"--ray-address '{address}': expected HOST:PORT (e.g. 10.0.0.1:6379), auto or "
+                           f"ray://HOST:PORT")
 
 
 def open_executor(name: str = "local", workers: int | None = None, ray_address: str | None = None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..errors import OTBenchError
 from ..runner import ChunkResult
+from . import check_address
 
 DEPTH = 2  # chunks in flight per actor: the next one is queued while one computes
 MAX_RESTARTS = 3  # a worker process killed (OOM, preemption, a crash) is restarted this many times ...
@@ -78,6 +80,20 @@ def worker_device(requested: str):
     if not torch.cuda.is_available():
         raise OTBenchError("a Ray worker was given a GPU but torch sees no CUDA device on its node")
     return torch.device("cuda")
+
+
+def reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A one-line error, at once, when a HOST:PORT cluster address answers nothing: ray.init would retry an
+    unreachable address for minutes without a word (`auto`, `ray://...` and None are left to Ray)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    check_address(address)
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise OTBenchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                           f"`ray start --head --port {port}` or check --ray-address / RAY_ADDRESS") from None
 
 
 def worker_shape(resources: dict[str, float], workers: int | None = None, gpus_per_worker: float | None = None,
@@ -191,6 +207,7 @@ class RayExecutor:
         self.started = not ray.is_initialized()  # a Ray this process already joined is left running
         if self.started:
             address = address or os.environ.get("RAY_ADDRESS") or None
+            reachable(address)
             try:
                 ray.init(address=address, include_dashboard=False, logging_level="WARNING")
             except (ConnectionError, ValueError, RuntimeError) as exc:

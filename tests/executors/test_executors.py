@@ -29,6 +29,7 @@ from otbench.store import ResultStore
     ({"executor": "ray", "gpus_per_worker": -1.0}, "--gpus-per-worker must be a number >= 0"),
     ({"executor": "local", "workers": 2}, "for --workers 2 use --executor ray"),
     ({"executor": "local", "ray_address": "auto"}, "--ray-address applies to --executor ray only"),
+    ({"executor": "ray", "ray_address": "head-node"}, "--ray-address 'head-node': expected HOST:PORT"),
 ])
 def test_the_executor_is_validated_with_the_plan(options, message):
     with pytest.raises(OTBenchError, match=message):
@@ -156,3 +157,22 @@ def test_a_cluster_too_small_is_refused_not_waited_for(resources, options, messa
 
     with pytest.raises(OTBenchError, match=message):
         worker_shape(resources, **options)
+
+
+def test_an_unreachable_cluster_is_one_line_at_once():
+    """ray.init would retry an address nobody answers at for minutes; a closed loopback port is refused now."""
+    import socket
+
+    from otbench.executors.ray import reachable
+
+    with socket.socket() as sock:  # a port that was free a moment ago, nobody listening on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(OTBenchError, match=f"no Ray cluster answers at 127.0.0.1:{port} .*ray start --head"):
+        reachable(f"127.0.0.1:{port}", timeout=2.0)
+    with socket.socket() as sock:  # and one that answers passes
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        reachable(f"127.0.0.1:{sock.getsockname()[1]}", timeout=2.0)
+    reachable("auto")  # left to Ray
+    reachable(None)
