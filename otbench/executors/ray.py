@@ -287,9 +287,9 @@ class RayExecutor:
                 result = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:
                 cell, chunk, _ = work[i]
-                raise OTBenchError(f"a Ray worker died {MAX_RESTARTS + 1} times, last on chunk {chunk} of "
-                                   f"{cell.label} ({type(exc).__name__}); committed chunks are kept, rerun to "
-                                   f"resume") from None
+                raise OTBenchError(f"the Ray worker computing chunk {chunk} of {cell.label} was lost beyond its "
+                                   f"{MAX_RESTARTS} restarts and {MAX_TASK_RETRIES} retries ({type(exc).__name__}); "
+                                   f"committed chunks are kept, rerun to resume") from None
             if isinstance(result, OTBenchError):
                 raise result
             if queue:
