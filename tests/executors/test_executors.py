@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from ray_support import SQUARE, grid, run_grid, stored
 from support import DATA, TINY_TRAIN
 
@@ -176,3 +177,29 @@ def test_an_unreachable_cluster_is_one_line_at_once():
         reachable(f"127.0.0.1:{sock.getsockname()[1]}", timeout=2.0)
     reachable("auto")  # left to Ray
     reachable(None)
+
+
+def test_a_randomized_defenses_rows_depend_on_the_chunk_alone(standard, tmp_path):
+    """A randomized defense draws from torch's global generator (its clean predictions too). Seeded by the chunk,
+    a chunk's rows do not depend on what the process drew before: any worker, any order, a resumed run."""
+    from otbench.defense import Defense
+    from otbench.runner import run_cell
+
+    class Jittery(Defense):
+        name, randomized = "jittery-test", True
+
+        def logits(self, x):
+            return standard.logits((x + torch.randn_like(x)).clamp(0, 1))
+
+    jittery = Jittery(standard.data, {"preset": "quick", "model": "jittery"}, standard.device)
+    subset = eval_subset(len(standard.data.x_test), 12, 0)
+    rows = []
+    for name, draws in (("a", 0), ("b", 1000)):  # b: the process drew from the global generator before
+        torch.rand(draws)
+        store = ResultStore(tmp_path / f"{name}.sqlite")
+        run_cell(jittery, "none", 0.0, subset, store, chunk_size=4, progress=False)
+        store.close()
+        rows.append(stored(tmp_path / f"{name}.sqlite"))
+    assert rows[0] == rows[1]
+    preds = [r[2] for cell in rows[0].values() for r in cell]
+    assert len(set(preds)) > 2  # the noise is strong enough to matter
