@@ -121,3 +121,20 @@ def test_the_workers_evaluate_through_the_threat_model_guard(local_ray, capsys, 
     store = ResultStore(db)
     assert [store.count_rows(c["cell_id"]) for c in store.cells()] == [0]
     store.close()
+
+
+def test_a_sweep_on_ray_stores_the_local_sweeps_rows(local_ray, capsys, tmp_path):
+    """Two attack seeds (two run plans, one grid, one defense built once for both) through 2 workers."""
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text('defenses = ["standard"]\nattacks = ["square", "ngopt-cw"]\n'
+                         'eps = { square = [1.5], ngopt-cw = [0.1] }\nn = 8\nchunk = 4\nseeds = [0, 1]\n'
+                         '[attack.square]\nn_queries = 20\n[attack.ngopt-cw]\nbudget = 8\n[train]\n'
+                         + "".join(f"{k} = {json.dumps(v)}\n" for k, v in TINY_TRAIN.items()))
+    for name, extra, threads in (("local", [], 1), ("ray", ["--executor", "ray", "--workers", "2"], 2)):
+        with driver_threads(threads):
+            assert main(["sweep", str(grid_file), "--results", str(tmp_path / f"{name}.sqlite"), "--data-root",
+                         str(DATA), "--quiet", "--json", *extra]) == 0
+        assert len(json.loads(capsys.readouterr().out)["cells"]) == 4
+    local = stored(tmp_path / "local.sqlite")
+    assert stored(tmp_path / "ray.sqlite") == local and len(local) == 4 + 2  # + the undefended checks' cells
+    assert computed_by_workers(tmp_path / "ray.sqlite")
