@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,7 @@ from . import check_address
 DEPTH = 2  # chunks in flight per actor: the next one is queued while one computes
 MAX_RESTARTS = 3  # a worker process killed (OOM, preemption, a crash) is restarted this many times ...
 MAX_TASK_RETRIES = 3  # ... and the chunks it held are retried
+MAX_DEFENSES = 8  # defenses an actor keeps built (a long `report --fill` meets many); older ones are rebuilt
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class ChunkWorker:
         self.device = worker_device(device)
         self.host, self.versions = machine(), package_versions()
         self.data: dict[str, Any] = {}
-        self.defenses: dict[str, Any] = {}
+        self.defenses: OrderedDict[str, Any] = OrderedDict()  # least recently used first
         self.attacks: dict[tuple, Any] = {}
         self.verified: set[str] = set()
 
@@ -160,6 +161,7 @@ class ChunkWorker:
         from ..training import checkpoint_source
 
         if spec.key in self.defenses:
+            self.defenses.move_to_end(spec.key)
             return self.defenses[spec.key]
         if spec.data not in self.data:
             self.data[spec.data] = ray.get(data[0])
@@ -171,6 +173,9 @@ class ChunkWorker:
 
             defense = UndefendedView(defense)
         self.defenses[spec.key] = defense
+        while len(self.defenses) > MAX_DEFENSES:
+            old, _ = self.defenses.popitem(last=False)
+            self.attacks = {k: a for k, a in self.attacks.items() if k[0] != old}
         return defense
 
     def _checkpoint(self, path: Path, table: dict[str, tuple[str, list]]) -> None:

@@ -138,3 +138,22 @@ def test_a_sweep_on_ray_stores_the_local_sweeps_rows(local_ray, capsys, tmp_path
     local = stored(tmp_path / "local.sqlite")
     assert stored(tmp_path / "ray.sqlite") == local and len(local) == 4 + 2  # + the undefended checks' cells
     assert computed_by_workers(tmp_path / "ray.sqlite")
+
+
+def test_an_actor_keeps_a_bounded_number_of_defenses(standard):
+    """The actor class itself, in this process: each defense built once and reused; past MAX_DEFENSES the least
+    recently used one is dropped (a long `report --fill` meets many defenses)."""
+    from otbench.executors.ray import MAX_DEFENSES, ChunkTask, ChunkWorker, DefenseSpec
+
+    worker = ChunkWorker("cpu", 1)
+    specs = []
+    for i in range(MAX_DEFENSES + 1):  # the same defense under as many dataset keys: built from the cache
+        worker.data[f"mnist#{i}"] = standard.data
+        specs.append(DefenseSpec(type(standard), "standard", json.dumps(standard.config, sort_keys=True),
+                                 f"mnist#{i}"))
+    none = ATTACKS.get("none")
+    for spec in specs + [specs[-1]]:
+        result = worker.run(ChunkTask(spec, none, "none", 0.0, {}, [0, 1], 0), [None], {})
+        assert len(result.rows) == 2 and result.machine
+    assert len(worker.defenses) == MAX_DEFENSES and specs[0].key not in worker.defenses
+    assert list(worker.defenses)[-1] == specs[-1].key and len(worker.attacks) == MAX_DEFENSES
