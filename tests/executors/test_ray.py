@@ -152,8 +152,15 @@ def test_an_actor_keeps_a_bounded_number_of_defenses(standard):
         specs.append(DefenseSpec(type(standard), "standard", json.dumps(standard.config, sort_keys=True),
                                  f"mnist#{i}"))
     none = ATTACKS.get("none")
-    for spec in specs + [specs[-1]]:
+
+    def run(spec):
         result = worker.run(ChunkTask(spec, none, "none", 0.0, {}, [0, 1], 0), [None], {})
         assert len(result.rows) == 2 and result.machine
+
+    for spec in specs:
+        run(spec)
+    built = worker.defenses[specs[1].key]
+    run(specs[1])  # reused, and now the most recently used
+    assert worker.defenses[specs[1].key] is built and list(worker.defenses)[-1] == specs[1].key
     assert len(worker.defenses) == MAX_DEFENSES and specs[0].key not in worker.defenses
-    assert list(worker.defenses)[-1] == specs[-1].key and len(worker.attacks) == MAX_DEFENSES
+    assert len(worker.attacks) == MAX_DEFENSES
