@@ -244,6 +244,7 @@ class UndefendedView(Defense):
     def __init__(self, parent: Defense) -> None:
         super().__init__(parent.data, {"preset": parent.config.get("preset"), "of": parent.identity},
                          parent.device)
+        self.parent = parent  # an executor's worker rebuilds the view from its parent
         self.net = parent.undefended().eval()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

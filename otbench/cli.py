@@ -1,4 +1,5 @@
-"""`otbench list | train | run | report`. User mistakes print one line and exit 2, never a traceback."""
+"""`otbench list | train | run | sweep | report | merge`. User mistakes print one line and exit 2, never a
+traceback."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,27 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the attack (and of nothing else)")
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    """Where the chunks are computed (otbench.executors); the numbers do not depend on it."""
+    p.add_argument("--executor", default="local", help="local (default: this process) or ray (pip install "
+                                                       "'otbench[ray]')")
+    p.add_argument("--workers", type=int, default=None,
+                   help="ray: worker processes (default: one per GPU when the cluster has GPUs, else one per CPU)")
+    p.add_argument("--ray-address", default=None,
+                   help="ray: the cluster to join, e.g. auto or HOST:6379 (default: $RAY_ADDRESS, else a local Ray "
+                        "started for the run)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="ray: GPUs per worker, fractions allowed (default: 1 when the cluster has GPUs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per worker (ray default 1; local default torch's own); equal thread "
+                        "counts give bit-identical numbers")
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address,
+            "gpus_per_worker": args.gpus_per_worker, "threads": args.threads}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line pointing at --help, like every other otbench error."""
 
@@ -74,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-checks", action="store_true", help="skip the soundness diagnostics (README: Diagnostics)")
     p.add_argument("--dry-run", action="store_true", help="check and print the run plan, compute nothing")
     _model_args(p)
+    _executor_args(p)
+    _common(p)
+
+    p = sub.add_parser("sweep", help="run a grid declared in a TOML file (defenses x attacks x eps x presets x seeds)")
+    p.add_argument("file", help="the sweep file (its format: otbench/sweep.py, README)")
+    p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
+    p.add_argument("--dry-run", action="store_true", help="check and print every run plan, compute nothing")
+    _executor_args(p)
     _common(p)
 
     p = sub.add_parser("report", help="render registered tables from the results into reports/")
@@ -88,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=100)
+    _executor_args(p)
     _common(p)
 
     p = sub.add_parser("merge", help="copy the cells of other results databases (e.g. from a GPU machine) into one")
@@ -192,7 +223,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     n, note = default_n(args.dataset, args.n)
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
-                        data_root=args.data_root, checks=not args.no_checks)
+                        data_root=args.data_root, checks=not args.no_checks, **_executor_options(args))
     plan.validate()  # the whole plan, before any data is loaded or any model trained
     if note:
         print(note, file=sys.stderr)
@@ -202,19 +233,51 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             print("\n".join(lines))
         return {"plan": lines}
     path = resolve_results_path(args.results)
-    check_results_path(path)  # before any data is loaded; the file itself is made once the data are there
+    check_results_path(path)  # before any data is loaded; the file itself is made once the defenses are built
     results = plan.execute(path, progress=not args.quiet)
+    return _results(args, results, path, args.subset_seed)
+
+
+def _results(args: argparse.Namespace, results: list[Any], path: Path, subset_seed: int) -> dict[str, Any]:
+    """Print (unless --json) and return what `run` and `sweep` computed."""
     if not args.json:
         for result in results:
             print("\n".join(result.lines(path)))
     return {"cells": [s.as_dict() for r in results for s in r.cells],
             "worst_case": [w for r in results for w in r.worst_case],
-            "flags": [f.as_dict() for r in results for f in r.flags], "subset_seed": args.subset_seed,
+            "flags": [f.as_dict() for r in results for f in r.flags], "subset_seed": subset_seed,
             "sample_ids": list(results[0].sample_ids) if results else [], "results": str(path)}
 
 
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from .executors import check_executor
+    from .plan import execute_plans
+    from .store import ResultStore
+    from .sweep import sweep_plans
+
+    options = _executor_options(args)
+    check_executor(options["executor"], options["workers"], options["ray_address"], options["gpus_per_worker"],
+                   options["threads"])  # a command-line mistake is not the file's
+    plans = sweep_plans(args.file, data_root=args.data_root, **options)
+    if args.device != "auto":  # --device on the command line wins over the file's
+        for plan in plans:
+            plan.device = args.device
+            plan.check_device()
+    if args.dry_run:
+        lines = [line for plan in plans for line in plan.describe()]
+        if not args.json:
+            print("\n".join(lines))
+        return {"plan": lines}
+    store = ResultStore(args.results)
+    try:
+        results = [r for group in execute_plans(plans, store, progress=not args.quiet) for r in group]
+    finally:
+        store.close()
+    return _results(args, results, store.path, plans[0].subset_seed)
+
+
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    from .data import load_dataset
+    from .executors import check_executor
     from .registry import DEFENSES, TABLES
     from .report.table import ReportContext
     from .store import ResultStore
@@ -225,11 +288,37 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     for option, value in [("--preset", args.preset)] + [("--fallback", f) for f in fallback]:
         if value not in known:  # a typo would otherwise render every cell 'not run'
             raise OTBenchError(f"unknown {option} '{value}'; valid: {', '.join(known)}")
+    check_executor(args.executor, args.workers, args.ray_address, args.gpus_per_worker, args.threads)
     ctx = ReportContext(preset=args.preset, fallback=fallback, n=args.n, seed=args.seed,
                         subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
-                        progress=not args.quiet)
+                        progress=not args.quiet, **_executor_options(args))
     store = ResultStore(args.results)
-    if args.fill:
+    try:
+        if args.fill:
+            _fill(args, specs, store, ctx)
+        written = {}
+        out_dir = Path(args.out or Path("reports") / args.preset)
+        for spec in specs:
+            paths = spec.render(store, out_dir, ctx)
+            written[spec.name] = [str(p) for p in paths]
+            if not args.json:
+                print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
+    finally:
+        store.close()
+    return {"written": written}
+
+
+def _fill(args: argparse.Namespace, specs: list[Any], store: Any, ctx: Any) -> None:
+    """Every table's missing cells, through one executor opened for all of them (one Ray, one worker pool)."""
+    from dataclasses import replace
+
+    from .data import load_dataset
+    from .executors import open_executor
+
+    executor = open_executor(ctx.executor, ctx.workers, ctx.ray_address, ctx.gpus_per_worker, ctx.threads,
+                             ctx.device)
+    ctx = replace(ctx, backend=executor)
+    try:
         for spec in specs:
             problems = []
             for dataset in spec.datasets():
@@ -241,15 +330,8 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{spec.name}: not filled, {problems[0]}", file=sys.stderr)
                 continue
             spec.fill(store, ctx)
-    written = {}
-    out_dir = Path(args.out or Path("reports") / args.preset)
-    for spec in specs:
-        paths = spec.render(store, out_dir, ctx)
-        written[spec.name] = [str(p) for p in paths]
-        if not args.json:
-            print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
-    store.close()
-    return {"written": written}
+    finally:
+        executor.close()
 
 
 def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +353,8 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "report": cmd_report, "merge": cmd_merge}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
+            "merge": cmd_merge}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,23 +1,31 @@
-"""A run plan: which defenses `otbench run` (or `otbench report --fill`) evaluates under which attacks and
-budgets. It is built once, validated as a whole before any data is loaded, any model trained or any file
-written (`validate`), printed by `--dry-run` (`describe`), then executed defense by defense through the runner
-(`execute`), which commits every finished chunk to the results store."""
+"""A run plan: which defenses `otbench run` (or `otbench sweep`, `otbench report --fill`) evaluates under which
+attacks and budgets, and where (the executor: `local` or `ray`, its workers). It is built once, validated as a
+whole before any data is loaded, any model trained or any file written (`validate`), printed by `--dry-run`
+(`describe`), then executed (`execute`, `execute_plans`): every defense is built here (training once), every
+cell opened, all their missing chunks sent through the executor, and each finished chunk committed to the
+results store by this process."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import SECTIONS
 from .data import EvalSubset, dataset_meta, eval_subset, load_dataset, resolve_data_root
 from .data.base import check_cache_writable
 from .defense import Defense, build_config, create_defense
 from .errors import OTBenchError
+from .executors import check_executor
 from .provenance import resolve_device
 from .registry import ATTACKS, DATASETS, DEFENSES
-from .runner import DEFAULT_CHUNK, SuiteResult, run_suite, split_attack_config
+from .runner import (DEFAULT_CHUNK, OpenSuite, SuiteResult, close_cell, close_suite, open_suite,
+                     split_attack_config)
 from .store import ResultStore
+
+if TYPE_CHECKING:
+    from .executors import Executor
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,12 @@ class RunPlan:
     data_root: str | None = None
     checks: bool = True
     auto_eot: bool = True  # False: attack settings exactly as given (report tables), no EOT added
+    # where the chunks are computed (otbench.executors): the numbers do not depend on it
+    executor: str = "local"
+    workers: int | None = None  # ray: default one per GPU when the cluster has GPUs, else one per CPU
+    ray_address: str | None = None  # ray: default $RAY_ADDRESS, else a local Ray started for the run
+    gpus_per_worker: float | None = None  # ray: default 1 when the cluster has GPUs
+    threads: int | None = None  # torch CPU threads per worker (ray: default 1; local: torch's own)
 
     @classmethod
     def grid(cls, dataset: str, defenses: list[str], attacks: list[str], eps: list[float] | None, preset: str,
@@ -80,6 +94,7 @@ class RunPlan:
         if meta.test_size is not None and self.n > meta.test_size:
             raise OTBenchError(f"--n {self.n} is more than the {meta.test_size} test samples of '{self.dataset}'; "
                                f"valid: 1 to {meta.test_size}")
+        check_executor(self.executor, self.workers, self.ray_address, self.gpus_per_worker, self.threads)
         if not self.jobs or not all(job.attacks for job in self.jobs):
             raise OTBenchError("the run plan is empty: give at least one defense (--defense) and one attack (--attack)")
         for job in self.jobs:
@@ -102,14 +117,29 @@ class RunPlan:
                     if not isinstance(eps, (int, float)) or not math.isfinite(eps):
                         raise OTBenchError(f"eps must be a finite number, got {eps!r} for attack '{attack.name}'")
                     acls.settings(attack.config, eps)
-        resolve_device(self.device)
+        self.check_device()
         resolve_data_root(self.data_root)  # a named data root must exist (nothing is created for a typo)
         check_cache_writable()
+
+    def check_device(self) -> None:
+        """The device must exist here, except on Ray, whose workers may have GPUs the driver lacks (the
+        executor checks the cluster's when it starts)."""
+        try:
+            resolve_device(self.device)
+        except OTBenchError:
+            if self.executor != "ray" or not str(self.device).startswith("cuda"):
+                raise
+
+    def executor_options(self) -> dict[str, Any]:
+        return {"name": self.executor, "workers": self.workers, "ray_address": self.ray_address,
+                "gpus_per_worker": self.gpus_per_worker, "threads": self.threads, "device": self.device}
 
     def describe(self) -> list[str]:
         """The plan as lines a person can check before it runs (`--dry-run`)."""
         lines = [f"dataset {self.dataset}: {self.n} test samples (subset seed {self.subset_seed}), attack seed "
-                 f"{self.seed}, chunks of {self.chunk}, device {self.device}, checks {'on' if self.checks else 'off'}"]
+                 f"{self.seed}, chunks of {self.chunk}, device {self.device}, checks {'on' if self.checks else 'off'}",
+                 f"executor {self.executor}" + (f", {self.workers} workers" if self.workers else "")
+                 + (f" at {self.ray_address}" if self.ray_address else "")]
         cells = 0
         for job in self.jobs:
             sets = ", ".join(f"{s}.{k}={v}" for s, kv in job.overrides.items() for k, v in kv.items())
@@ -123,24 +153,86 @@ class RunPlan:
         return lines
 
     # -- running ----------------------------------------------------------------------------------------------
-    def execute(self, store: ResultStore | str | Path | None, progress: bool = True) -> list[SuiteResult]:
-        """Load the data, then open the results store (a path: only now, so a mistake found while loading leaves
-        no file behind), build each defense (training it if no cached model matches) and run its cells."""
-        data = load_dataset(self.dataset, self.data_root)
-        if self.n > len(data.x_test):
-            raise OTBenchError(f"--n {self.n} is more than the {len(data.x_test)} test samples of '{self.dataset}'; "
-                               f"valid: 1 to {len(data.x_test)}")
-        subset = eval_subset(len(data.x_test), self.n, self.subset_seed)
-        device = resolve_device(self.device)
-        if not isinstance(store, ResultStore):
-            store = ResultStore(store)
-        return [self.run_job(job, create_defense(job.name, data, job.preset, job.overrides, device), subset, store,
-                             progress) for job in self.jobs]
+    def execute(self, store: ResultStore | str | Path | None, progress: bool = True,
+                executor: "Executor | None" = None) -> list[SuiteResult]:
+        """Load the data, build each defense (training it if no cached model matches) and run its cells
+        through the executor (the plan's own, or `executor`, one opened by the caller for several plans). A
+        store given as a path is opened only once the defenses are built: a mistake found until then leaves no
+        file behind."""
+        return execute_plans([self], store, progress, executor)[0]
 
     def run_job(self, job: DefenseJob, defense: Defense, subset: EvalSubset, store: ResultStore,
-                progress: bool = True) -> SuiteResult:
+                progress: bool = True, executor: "Executor | None" = None) -> SuiteResult:
         """One defense's cells, on a defense the caller built (an analysis that needs the defense too)."""
+        return execute_plans([self], store, progress, executor, built={id(job): (defense, subset)})[0][0]
+
+    def open_job(self, job: DefenseJob, defense: Defense, subset: EvalSubset, store: ResultStore) -> OpenSuite:
         budgets = {a.name: list(a.eps) for a in job.attacks}
         configs = {a.name: dict(a.config) for a in job.attacks}
-        return run_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
-                         progress=progress, checks=self.checks, auto_eot=self.auto_eot)
+        return open_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
+                          checks=self.checks, auto_eot=self.auto_eot)
+
+
+def execute_plans(plans: list[RunPlan], store: ResultStore | str | Path | None, progress: bool = True,
+                  executor: "Executor | None" = None,
+                  built: dict[int, tuple[Defense, EvalSubset]] | None = None
+                  ) -> list[list[SuiteResult]]:
+    """Run several plans as one grid: build every defense here (once per dataset, name, preset and settings;
+    training, if any, happens here, once), open every cell, send all their missing chunks through one executor
+    (one progress bar over the grid), then close each defense's cells (summaries, worst case, flags). Without
+    `executor`, the first plan's is opened and closed here; `built`: defenses a caller built, by id(job)."""
+    from .executors import dispatch, open_executor
+
+    built = dict(built or {})
+    opened = None  # the store, when this opened it from a path
+    own = executor is None
+    executor = executor or open_executor(**plans[0].executor_options())  # Ray's workers start meanwhile
+    try:
+        datasets: dict[tuple[str, str | None], Any] = {}
+        defenses: dict[str, Defense] = {}
+        jobs: list[tuple[int, RunPlan, DefenseJob, Defense, EvalSubset]] = []
+        for i, plan in enumerate(plans):  # every defense first: a failing build leaves no cell half-open
+            for job in plan.jobs:
+                if id(job) in built:
+                    jobs.append((i, plan, job, *built[id(job)]))
+                    continue
+                key = (plan.dataset, plan.data_root)
+                if key not in datasets:
+                    datasets[key] = load_dataset(plan.dataset, plan.data_root)
+                data = datasets[key]
+                if plan.n > len(data.x_test):
+                    raise OTBenchError(f"--n {plan.n} is more than the {len(data.x_test)} test samples of "
+                                       f"'{plan.dataset}'; valid: 1 to {len(data.x_test)}")
+                name = json.dumps([*key, plan.device, job.name, job.preset, job.overrides], sort_keys=True)
+                if name not in defenses:  # the same defense in several plans (seeds of a sweep): built once
+                    defenses[name] = create_defense(job.name, data, job.preset, job.overrides, _driver_device(plan))
+                jobs.append((i, plan, job, defenses[name], eval_subset(len(data.x_test), plan.n, plan.subset_seed)))
+        if not isinstance(store, ResultStore):
+            store = opened = ResultStore(store)
+        suites: list[list[OpenSuite]] = [[] for _ in plans]
+        try:
+            for i, plan, job, defense, subset in jobs:
+                suites[i].append(plan.open_job(job, defense, subset, store))
+            dispatch(executor, [c for group in suites for s in group for c in s.all_cells()], store, progress)
+        finally:  # whatever stopped the grid, no `runs` row is left "running" (closed ones stay as they are)
+            for group in suites:
+                for suite in group:
+                    for cell in suite.all_cells():
+                        close_cell(store, cell, "interrupted")
+        return [[close_suite(store, s) for s in group] for group in suites]
+    finally:
+        if own:
+            executor.close()
+        if opened is not None:
+            opened.close()
+
+
+def _driver_device(plan: RunPlan) -> Any:
+    """Where the driver builds (and trains) a defense: the plan's device, except for a Ray plan asking for cuda
+    on a driver without a GPU (validate() let it through: the workers have the GPUs), which builds on the CPU."""
+    try:
+        return resolve_device(plan.device)
+    except OTBenchError:
+        if plan.executor != "ray":
+            raise
+        return resolve_device("cpu")

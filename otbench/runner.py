@@ -6,7 +6,7 @@ store the defense's clean and perturbed outputs beside the target, and summarise
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -83,10 +83,50 @@ def check_task(defense: Defense) -> None:
                            f"'{defense.data.name}' is a {kind} dataset")
 
 
-def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset, store: ResultStore,
-             attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-             progress: bool = True) -> CellSummary:
-    """Evaluate one cell on `subset`, reusing stored rows and committing each finished chunk."""
+@dataclass
+class ChunkResult:
+    """One evaluated chunk, wherever it ran: its rows (and regression outputs), wall time and device; `machine`
+    and `versions` of the worker that computed it (None: this process's)."""
+
+    rows: list[SampleRow]
+    outputs: list[OutputRow] | None
+    wall_seconds: float
+    device: str
+    machine: str | None = None
+    versions: dict[str, str] | None = None
+
+
+@dataclass
+class OpenCell:
+    """A cell being filled: its record and a `runs` row are in the store and `todo` lists its missing chunks.
+    Chunks are fixed slices of the subset's order, so a resumed run recomputes exactly the same chunks, and a
+    chunk's seed depends on the chunk alone, so any executor computes the same rows."""
+
+    cell_id: str
+    defense: Defense
+    attack: Attack
+    subset: EvalSubset
+    seed: int
+    todo: list[tuple[int, list[int]]]
+    run_id: int
+    versions: dict[str, str]
+    host: str
+    start: float = field(default_factory=time.time)
+    computed: int = 0
+    status: str = "running"
+
+    @property
+    def label(self) -> str:
+        return f"{self.defense.name}/{self.attack.name} eps={self.attack.eps:g}"
+
+    def chunk_seed(self, chunk: int) -> int:
+        return self.seed * 1_000_003 + chunk
+
+
+def open_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset, store: ResultStore,
+              attack_config: dict[str, Any] | None = None, seed: int = 0,
+              chunk_size: int = DEFAULT_CHUNK) -> OpenCell:
+    """Record the cell (if new), list the chunks the store lacks and start its `runs` row."""
     check_task(defense)
     attack: Attack = ATTACKS.get(attack_name)(defense, eps, **(attack_config or {}))
     cell_id = _cell_id(defense, attack, seed, subset.seed, chunk_size)
@@ -95,29 +135,62 @@ def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset,
         "dataset": data.name, "defense": defense.name, "defense_config": {**defense.config, **_model_meta(defense)},
         "attack": attack.name, "attack_config": {**attack.config, "chunk_size": chunk_size}, "eps": attack.eps,
         "seed": seed, "subset_seed": subset.seed, "preset": defense.config.get("preset")})
-
-    # Chunks are fixed slices of the subset's order, so a resumed run recomputes exactly the same chunks.
     done = store.done_ids(cell_id)
     chunks = [(c, list(subset.ids[s:s + chunk_size])) for c, s in enumerate(range(0, len(subset.ids), chunk_size))]
     todo = [(c, ids) for c, ids in chunks if not set(ids) <= done]
     versions, host = package_versions(), machine()
     run_id = store.start_run(cell_id, command_line(), list(subset.ids), host, versions)
-    start, computed, status = time.time(), 0, "interrupted"
-    label = f"{defense.name}/{attack.name} eps={eps:g}"
+    return OpenCell(cell_id, defense, attack, subset, seed, todo, run_id, versions, host)
+
+
+def compute_chunk(defense: Defense, attack: Attack, ids: list[int], seed: int) -> ChunkResult:
+    """Evaluate one chunk in this process (the guard included: evaluate_chunk runs the attack through it)."""
+    t0 = time.time()
+    rows, outputs = evaluate_chunk(defense, attack, defense.data, ids, seed=seed)
+    return ChunkResult(rows, outputs, time.time() - t0, device_name(defense.device))
+
+
+def commit_chunk(store: ResultStore, cell: OpenCell, chunk: int, ids: list[int], result: ChunkResult) -> None:
+    """Store a finished chunk, whole, in one transaction (only the process that owns the store calls this)."""
+    store.add_chunk(cell.cell_id, chunk, result.rows,
+                    {"wall_seconds": result.wall_seconds, "versions": result.versions or cell.versions,
+                     "device": result.device, "machine": result.machine or cell.host}, result.outputs)
+    cell.computed += len(ids)
+
+
+def close_cell(store: ResultStore, cell: OpenCell, status: str) -> None:
+    """Finish the cell's `runs` row ("complete" or "interrupted"); a second call does nothing."""
+    if cell.status == "running":
+        store.finish_run(cell.run_id, time.time() - cell.start, status)
+        cell.status = status
+
+
+def fill_cell(store: ResultStore, cell: OpenCell, progress: bool = True) -> None:
+    """Compute and commit every missing chunk of an open cell here, in order (the local way)."""
+    status = "interrupted"
     try:
-        with QueryProgress(defense, attack.expected_calls(), len(todo), label, progress) as bar:
-            for done, (chunk, ids) in enumerate(todo, 1):
-                t0 = time.time()
-                rows, outputs = evaluate_chunk(defense, attack, data, ids, seed=seed * 1_000_003 + chunk)
-                store.add_chunk(cell_id, chunk, rows, {"wall_seconds": time.time() - t0, "versions": versions,
-                                                       "device": device_name(defense.device), "machine": host},
-                                outputs)
-                computed += len(ids)
+        with QueryProgress(cell.defense, cell.attack.expected_calls(), len(cell.todo), cell.label, progress) as bar:
+            for done, (chunk, ids) in enumerate(cell.todo, 1):
+                commit_chunk(store, cell, chunk, ids, compute_chunk(cell.defense, cell.attack, ids,
+                                                                    cell.chunk_seed(chunk)))
                 bar.chunk_done(done)
         status = "complete"
     finally:
-        store.finish_run(run_id, time.time() - start, status)
-    return summarize(store, cell_id, data.name, defense, attack, subset, computed)
+        close_cell(store, cell, status)
+
+
+def summarize_cell(store: ResultStore, cell: OpenCell) -> CellSummary:
+    return summarize(store, cell.cell_id, cell.defense.data.name, cell.defense, cell.attack, cell.subset,
+                     cell.computed)
+
+
+def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset, store: ResultStore,
+             attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+             progress: bool = True) -> CellSummary:
+    """Evaluate one cell on `subset` in this process, reusing stored rows and committing each finished chunk."""
+    cell = open_cell(defense, attack_name, eps, subset, store, attack_config, seed, chunk_size)
+    fill_cell(store, cell, progress)
+    return summarize_cell(store, cell)
 
 
 def guarded_attack(attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[AttackOutput, torch.Tensor]:
@@ -140,6 +213,10 @@ def attacked_inputs(defense: Defense, attack_name: str, eps: float, config: dict
 def evaluate_chunk(defense: Defense, attack: Attack, data: Dataset, ids: list[int],
                    seed: int) -> tuple[list[SampleRow], list[OutputRow] | None]:
     """The rows of one chunk; for a regression defense also its outputs (None for classification)."""
+    # A randomized defense draws its noise from the global generator, the clean prediction included: seeded by
+    # the chunk, its rows depend on the chunk alone, not on what the process computed before (any executor,
+    # any number of workers, a resumed run: the same rows).
+    torch.manual_seed(seed)
     index = torch.tensor(ids)
     x, y = data.x_test[index], data.y_test[index]
     if is_regression(defense):
@@ -215,13 +292,31 @@ class SuiteResult:
         return out
 
 
-def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
-              attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-              progress: bool = True, checks: bool = True, auto_eot: bool = True) -> SuiteResult:
-    """Every (attack, eps) cell for one defense, the worst case per sample over the attacks at each eps,
-    and the soundness diagnostics of otbench.checks, recorded in the store beside the cells. With `auto_eot`
-    a randomized defense gets EOT for its gradient attacks; without, the settings are exactly the caller's
-    (a report table's cells must carry the settings the table names)."""
+@dataclass
+class OpenSuite:
+    """One defense's cells, opened (open_suite) and not yet closed (close_suite): its attack cells, the cells
+    of the undefended-network check per attack, and the preflight flags. Whatever fills the cells in between
+    (this process, or an executor's workers) does not change what close_suite concludes."""
+
+    defense: Defense
+    subset: EvalSubset
+    seed: int
+    checks: bool
+    attacks: list[str]
+    cells: list[OpenCell]
+    undefended: list[tuple[str, OpenCell]]
+    flags: list[Any]
+
+    def all_cells(self) -> list[OpenCell]:
+        return self.cells + [cell for _, cell in self.undefended]
+
+
+def open_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
+               attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+               checks: bool = True, auto_eot: bool = True) -> OpenSuite:
+    """Preflight checks on the defense, then open every (attack, eps) cell and, with `checks`, each attack's
+    undefended-network cell. With `auto_eot` a randomized defense gets EOT for its gradient attacks; without,
+    the settings are exactly the caller's (a report table's cells must carry the settings the table names)."""
     from . import checks as chk
 
     per_attack = split_attack_config(attack_config, list(attacks))
@@ -232,33 +327,64 @@ def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSub
         x, y = defense.data.x_test[index], defense.data.y_test[index]
         pre = chk.preflight(defense, x, y, any(ATTACKS.get(a).needs in chk.GRADIENT_LIKE for a in attacks))
         randomized, flags = pre.randomized, list(pre.flags)
-    summaries: list[CellSummary] = []
-    by_eps: dict[float, list[str]] = {}
+    cells, undefended = [], []
     for name, eps_list in attacks.items():
         config = dict(per_attack[name])
         if auto_eot and randomized and ATTACKS.get(name).needs in chk.GRADIENT_LIKE and "eot_samples" not in config:
             config["eot_samples"] = chk.DEFAULT_EOT  # a randomized defense gets EOT (Athalye et al. 2018)
-        for eps in eps_list:
-            s = run_cell(defense, name, eps, subset, store, config, seed, chunk_size, progress)
-            summaries.append(s)
-            by_eps.setdefault(eps, []).append(s.cell_id)
+        cells += [open_cell(defense, name, eps, subset, store, config, seed, chunk_size) for eps in eps_list]
         if checks and not is_regression(defense):  # the check reads accuracy against chance
-            flags += undefended_check(defense, name, config, subset, store, seed, progress)
+            cell = open_undefended(defense, name, config, subset, store, seed)
+            if cell is not None:
+                undefended.append((name, cell))
+    return OpenSuite(defense, subset, seed, checks, list(attacks), cells, undefended, flags)
+
+
+def close_suite(store: ResultStore, suite: OpenSuite) -> SuiteResult:
+    """Summaries of the filled cells, the worst case per sample over the attacks at each eps, and the soundness
+    diagnostics of otbench.checks, recorded in the store beside the cells."""
+    from . import checks as chk
+
+    defense, subset = suite.defense, suite.subset
+    summaries = [summarize_cell(store, cell) for cell in suite.cells]
+    flags = list(suite.flags)
+    for name, cell in suite.undefended:
+        flags += undefended_flags(store, defense, name, cell)
+    by_eps: dict[float, list[str]] = {}
+    for s in summaries:
+        by_eps.setdefault(s.eps, []).append(s.cell_id)
     worst = []
-    if len(attacks) > 1 and not is_regression(defense):  # a worst case over robust flags: classification
+    if len(suite.attacks) > 1 and not is_regression(defense):  # a worst case over robust flags: classification
         for eps, cells in by_eps.items():
             if len(cells) > 1:
-                worst.append({"defense": defense.name, "eps": eps, "attacks": list(attacks),
+                worst.append({"defense": defense.name, "eps": eps, "attacks": suite.attacks,
                               **worst_case(store, cells, subset.ids)})
-    if checks:
+    if suite.checks:
         cell_ids = [s.cell_id for s in summaries]
         for f in flags:  # preflight flags concern the defense: attach them to this run's cells
             f.cells = f.cells or cell_ids
         group = [c for c in store.cells(dataset=defense.data.name, defense=defense.name)
-                 if c["seed"] == seed and c["subset_seed"] == subset.seed]
+                 if c["seed"] == suite.seed and c["subset_seed"] == subset.seed]
         flags += [f for f in chk.cell_flags(store, group) if set(f.cells) & set(cell_ids)]
         store.add_flags(flags)
     return SuiteResult(summaries, worst, flags, subset.ids)
+
+
+def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
+              attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+              progress: bool = True, checks: bool = True, auto_eot: bool = True) -> SuiteResult:
+    """Every (attack, eps) cell for one defense, computed in this process (open_suite, fill_cell, close_suite);
+    a run plan sends the same cells through an executor instead (otbench.executors)."""
+    suite = open_suite(defense, attacks, subset, store, attack_config, seed, chunk_size, checks, auto_eot)
+    try:
+        for cell in suite.cells:
+            fill_cell(store, cell, progress)
+        for _, cell in suite.undefended:
+            fill_cell(store, cell, progress=False)
+    finally:
+        for cell in suite.all_cells():
+            close_cell(store, cell, "interrupted")
+    return close_suite(store, suite)
 
 
 def split_attack_config(attack_config: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -291,27 +417,45 @@ def undefended_check(defense: Defense, attack_name: str, attack_config: dict[str
                      store: ResultStore, seed: int, progress: bool) -> list[Any]:
     """Run the attack at a budget that must break anything on the defense's undefended network; an
     attack that leaves it above chance is too weak to vouch for the defense (otbench.checks)."""
+    cell = open_undefended(defense, attack_name, attack_config, subset, store, seed)
+    if cell is None:
+        return []
+    fill_cell(store, cell, progress=False)
+    return undefended_flags(store, defense, attack_name, cell)
+
+
+def open_undefended(defense: Defense, attack_name: str, attack_config: dict[str, Any], subset: EvalSubset,
+                    store: ResultStore, seed: int) -> OpenCell | None:
+    """The undefended-network cell of `undefended_check`, opened; None where the check does not apply."""
     from . import checks as chk
 
     cls = ATTACKS.get(attack_name)
     if not cls.bounded or cls.needs == "nothing" or defense.undefended() is None:
-        return []
+        return None
     try:
         cls.check_capabilities(chk.UndefendedView)
     except OTBenchError:  # e.g. dml-attack: the undefended network has no metric network to attack
-        return []
-    view = chk.UndefendedView(defense)
+        return None
     norm = {**cls.defaults, **attack_config}.get("norm")
     if norm not in chk.LARGE_EPS:
-        return []
+        return None
     eps = chk.large_eps(norm, defense.data.input_dim)
     small = EvalSubset(subset.seed, subset.ids[:chk.UNDEFENDED_N])
-    s = run_cell(view, attack_name, eps, small, store, attack_config, seed, chk.UNDEFENDED_N, progress=False)
+    return open_cell(chk.UndefendedView(defense), attack_name, eps, small, store, attack_config, seed,
+                     chk.UNDEFENDED_N)
+
+
+def undefended_flags(store: ResultStore, defense: Defense, attack_name: str, cell: OpenCell) -> list[Any]:
+    """The verdict of `undefended_check` on its filled cell."""
+    from . import checks as chk
+
+    s = summarize_cell(store, cell)
     chance = 1 / defense.data.num_classes
-    if s.robust_accuracy > chance + chk.CHANCE_MARGIN:
+    if s.robust_accuracy is not None and s.robust_accuracy > chance + chk.CHANCE_MARGIN:
+        norm = cell.attack.norm
         return [chk.Flag("undefended-not-broken", "warning",
-                         f"{attack_name} ({norm}) at eps={eps:g} leaves the undefended network of {defense.name} at "
-                         f"{100 * s.robust_accuracy:.0f}% robust accuracy on {s.n} samples (chance "
+                         f"{attack_name} ({norm}) at eps={s.eps:g} leaves the undefended network of {defense.name} "
+                         f"at {100 * s.robust_accuracy:.0f}% robust accuracy on {s.n} samples (chance "
                          f"{100 * chance:.0f}%): the attack is too weak here to support a robustness claim",
                          [s.cell_id])]
     return []

@@ -75,6 +75,8 @@ def check_results_path(path: Path) -> None:
                                f"or a new file name")
         if not writable(path):
             raise OTBenchError(f"results database {path} is read-only; give a writable file or a new file name")
+        if head:  # its content too, read-only, before any work (the file is written only once a run has results)
+            check_source_database(path)
         return
     if not path.parent.is_dir():
         raise OTBenchError(f"results database {path}: folder {path.parent} does not exist")

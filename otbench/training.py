@@ -9,6 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ from .data.base import cache_dir, check_cache_writable
 
 
 _QUIET = False
+# Every checkpoint this process loaded or wrote, in order: a distributed executor ships these files to workers
+# that do not share the cache (otbench.executors.ray), so no worker trains a model the driver already has.
+_USED: dict[Path, None] = {}
+# Called with a checkpoint's path before `cached_model` looks at it (an executor's worker puts the driver's
+# file there first); None: the cache alone.
+_SOURCE: Callable[[Path], None] | None = None
 
 
 def set_quiet(quiet: bool) -> None:
@@ -149,6 +156,9 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
     A checkpoint that cannot be read (truncated, corrupt, another architecture) is moved aside and the model
     trained again; a cache that cannot take the new checkpoint (read-only, full) is refused before training, and
     if saving still fails the model serves this run and no partial file is left."""
+    _USED[Path(path)] = None
+    if _SOURCE is not None:
+        _SOURCE(Path(path))
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -183,3 +193,20 @@ def cached_model(path: Path, net: torch.nn.Module, cfg: dict[str, Any], device: 
         print(f"otbench: the trained model could not be cached at {path} ({why}); it serves this run only",
               file=sys.stderr)
     return net.eval(), record
+
+
+def used_checkpoints() -> list[Path]:
+    """The checkpoint files this process has loaded or written (`cached_model`), oldest first."""
+    return [p for p in _USED if p.exists()]
+
+
+@contextmanager
+def checkpoint_source(source: Callable[[Path], None]) -> Iterator[None]:
+    """Within the block, `cached_model` calls `source(path)` before it reads the cache at `path`: a Ray worker
+    writes the driver's checkpoint there when its node lacks it or holds another file under that name."""
+    global _SOURCE
+    old, _SOURCE = _SOURCE, source
+    try:
+        yield
+    finally:
+        _SOURCE = old

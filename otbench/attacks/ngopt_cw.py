@@ -21,6 +21,12 @@ returns the misclassified candidate of smallest L2 (a correctly classified candi
 replaces it); if none was misclassified, the lowest-loss candidate, which is what NGOpt recommends.
 Cost besides the defense: ~1 ms of nevergrad bookkeeping per sample and step, and ~20 MB per sample
 (nevergrad keeps every candidate; 850 x 784 values), so keep chunks at a few hundred samples.
+
+Across workers (`--executor ray`): the per-sample optimizers are spread by chunk, like every attack's work:
+each chunk is one task on one worker, whose optimizers step together with one batched forward of the defense
+per step. Both the nevergrad bookkeeping and the forwards then run on as many workers as there are chunks in
+flight, so give a cell at least as many chunks as workers (`--chunk` <= n / workers). Each optimizer is
+seeded by (chunk seed, position in the chunk), so the result does not depend on the worker or their number.
 """
 from __future__ import annotations
 

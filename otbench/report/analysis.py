@@ -299,13 +299,12 @@ def fill_analysis(table: AnalysisTable, store: ResultStore, ctx: ReportContext) 
                         config = {} if v.metric.attack else dict(section.attack_overrides)
                         attacks.setdefault(name, AttackJob(name, (section.eps,), config))
             job = DefenseJob(row.defense, ctx.preset, row.overrides, tuple(attacks.values()))
-            plan = RunPlan(section.dataset, [job], n=ctx.n, subset_seed=ctx.subset_seed, seed=ctx.seed,
-                           chunk=ctx.chunk, device=ctx.device, data_root=ctx.data_root, checks=False, auto_eot=False)
+            plan = RunPlan(section.dataset, [job], checks=False, auto_eot=False, **ctx.plan_options())
             if job.attacks:
                 plan.validate()
             defense = create_defense(row.defense, data, ctx.preset, row.overrides, device)
             if job.attacks:
-                plan.run_job(job, defense, subset, store, ctx.progress)
+                plan.run_job(job, defense, subset, store, ctx.progress, executor=ctx.backend)
             kinds = dict.fromkeys(v.metric.analysis for v in todo if v.metric.kind == "analysis")
             for kind in kinds:
                 analysis = table.analysis(kind)

@@ -161,7 +161,6 @@ def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
     plan = RunPlan(spec.dataset, [DefenseJob(rows[label].defense, ctx.preset, rows[label].overrides,
                                              (AttackJob(attack, tuple(v["eps"]), json.loads(config)),))
                                   for (label, attack, config), v in jobs.items()],
-                   n=ctx.n, subset_seed=ctx.subset_seed, seed=ctx.seed, chunk=ctx.chunk, device=ctx.device,
-                   data_root=ctx.data_root, checks=False, auto_eot=False)
+                   checks=False, auto_eot=False, **ctx.plan_options())
     plan.validate()
-    plan.execute(store, progress=ctx.progress)
+    plan.execute(store, progress=ctx.progress, executor=ctx.backend)
