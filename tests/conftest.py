@@ -1,11 +1,22 @@
-"""Shared fixtures: real MNIST from $OTBENCH_DATA, tiny FC-ResNet defenses trained once per session."""
+"""Shared fixtures: real MNIST and red wine from $OTBENCH_DATA, tiny defenses trained once per session."""
 from __future__ import annotations
 
 import os
 
 import pytest
 import torch
-from support import DATA, TINY_TRAIN, mnist_available, tiny_overrides
+from support import (
+    DATA,
+    TINY_OTC,
+    TINY_REG,
+    TINY_STL,
+    TINY_TRAIN,
+    MetricNN,
+    mnist_available,
+    red_wine,
+    tiny_overrides,
+)
+from torch import nn
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,3 +69,72 @@ def test_batch(mnist):
 
     ids = torch.tensor(eval_subset(len(mnist.x_test), 40, seed=0).ids)
     return mnist.x_test[ids], mnist.y_test[ids]
+
+
+@pytest.fixture(scope="session")
+def eval_batch(mnist):
+    """The first 100 real test images."""
+    return mnist.x_test[:100], mnist.y_test[:100]
+
+
+@pytest.fixture(scope="session")
+def metric_nn(standard, mnist):
+    return MetricNN(standard.net, mnist.x_train[:500], mnist.y_train[:500])
+
+
+@pytest.fixture(scope="session")
+def median(mnist, standard):
+    from otbench.defense import create_defense
+
+    return create_defense("median-filter", mnist, "quick", {"train": dict(TINY_TRAIN), "defense": {"window": 3}})
+
+
+@pytest.fixture(scope="session")
+def stl(mnist, standard):
+    from otbench.defense import create_defense
+
+    return create_defense("stl", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_STL}, "defense": {"iterations": 30}})
+
+
+@pytest.fixture(scope="session")
+def ot_cla(mnist):
+    from otbench.defense import create_defense
+
+    return create_defense("ot-cla", mnist, "quick", {"train": dict(TINY_OTC)})
+
+
+@pytest.fixture(scope="session")
+def e_cla(mnist):
+    from otbench.defense import create_defense
+
+    return create_defense("e-cla", mnist, "quick", {"train": dict(TINY_OTC)})
+
+
+# -- red wine (OTAD Table V) ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def wine():
+    """The registered winequality-red dataset: the paper's split, scaled on the training part."""
+    from otbench.data import load_dataset
+
+    return load_dataset("winequality-red", DATA)
+
+
+@pytest.fixture(scope="session")
+def regressor(wine):
+    from otbench.defense import create_defense
+
+    return create_defense("regressor", wine, "quick", {"train": dict(TINY_REG)})
+
+
+@pytest.fixture(scope="session")
+def wine_mlp():
+    """A small MLP fit to the raw red wine rows: (net, 100 held-out features, their quality)."""
+    x, y = red_wine()
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(11, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(300):  # full batch on the first 1200 rows: about a second
+        opt.zero_grad()
+        nn.functional.mse_loss(net(x[:1200]).squeeze(1), y[:1200]).backward()
+        opt.step()
+    return net.eval(), x[1200:1300], y[1200:1300]

@@ -22,6 +22,11 @@ def register_paper_values(paper: str, source: Any) -> None:
 @lru_cache(maxsize=None)
 def _values(paper: str) -> dict[tuple[str, str, str, str, str], float]:
     if paper not in _SOURCES:
+        # A paper registers its values when its tables load; a table built by hand must see them all the same.
+        from ..registry import TABLES
+
+        TABLES.names()
+    if paper not in _SOURCES:
         return {}
     rows = list(csv.DictReader(Path(str(_SOURCES[paper])).read_text().splitlines())) \
         if isinstance(_SOURCES[paper], (str, Path)) else list(csv.DictReader(_SOURCES[paper].read_text().splitlines()))

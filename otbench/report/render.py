@@ -190,7 +190,9 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
              f"papers/{spec.paper}.txt, Table {spec.paper_table}; dataset `{spec.dataset}`, preset `{preset}`.",
              "Each cell: **measured / paper (gap)**, " + (
                  "MSE, E and SMAPE (otbench/metrics.py; lower is better), the gap relative to the paper's value."
-                 if all(_regression(c) for c in spec.columns) else "accuracy in percent.") +
+                 if all(_regression(c) for c in spec.columns) else "accuracy in percent" + (
+                     "; `queries` in defense queries per sample, `s/sample` in seconds." if any(
+                         c.metric in ("queries", "seconds") for c in spec.columns) else ".")) +
              " `n/a`: defense not yet registered in otbench; `not run`: no matching result in the store.", ""]
     if spec.note:
         lines += [spec.note, ""]

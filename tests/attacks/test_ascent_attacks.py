@@ -1,16 +1,14 @@
 """The attacks on the shared ascent loop (fgsm, eot-pgd, dml-attack) and class-mean-shift."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 import torch
 import torchattacks
-from support import DATA
+from support import Bare, Regressor, accuracy, noise_like
 from torch import nn
 
-from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.guard import check_threat_model
 from otbench.registry import ATTACKS, DEFENSES
@@ -18,30 +16,10 @@ from otbench.registry import ATTACKS, DEFENSES
 NEW = ("fgsm", "eot-pgd", "dml-attack", "regression-l2")
 
 
-def accuracy(defense, x, y):
-    return (defense.predict(x) == y).float().mean().item()
-
-
 def expected_accuracy(defense, x, y, draws=10):
     """A randomized defense's accuracy, averaged over fresh noise as the harness would meet it."""
     torch.manual_seed(1234)
     return sum(accuracy(defense, x, y) for _ in range(draws)) / draws
-
-
-def noise_like(delta, seed=0):
-    """Gaussian directions with the same per-sample L2 norms as `delta`."""
-    noise = torch.randn(delta.shape, generator=torch.Generator().manual_seed(seed))
-    scale = delta.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1)
-    return noise * scale.view(-1, *([1] * (delta.dim() - 1)))
-
-
-class Bare(Defense):
-    """A defense built around given modules instead of a preset and a training run."""
-
-    name = "test-bare"
-
-    def __init__(self) -> None:
-        super().__init__(None, {}, torch.device("cpu"))
 
 
 class InputDropout(Bare):
@@ -56,82 +34,6 @@ class InputDropout(Bare):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return self.net(nn.functional.dropout(x, self.p, training=True))
-
-
-class Embedding(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
-
-
-class MetricNN(Bare):
-    """1-nearest-neighbour among 500 real training images in the embedding of the standard network's body:
-    a non-differentiable defense whose neighbours are picked by a metric network."""
-
-    differentiable = False
-    has_metric_network = True
-
-    def __init__(self, net: nn.Module, bank_x: torch.Tensor, bank_y: torch.Tensor) -> None:
-        super().__init__()
-        self.embed = Embedding(net).eval()
-        with torch.no_grad():
-            self.bank = self.embed(bank_x)
-        self.bank_y = bank_y
-
-    def metric_network(self) -> nn.Module:
-        return self.embed
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            dist = torch.cdist(self.embed(x), self.bank)
-        scores = torch.full((len(x), int(self.bank_y.max()) + 1), -float("inf"))
-        return scores.scatter_reduce(1, self.bank_y.expand(len(x), -1), -dist, "amax")  # -distance per class
-
-
-@pytest.fixture(scope="module")
-def metric_nn(standard, mnist):
-    return MetricNN(standard.net, mnist.x_train[:500], mnist.y_train[:500])
-
-
-def red_wine():
-    """UCI red wine quality: 11 features min-max scaled to [0, 1], target quality (3..8)."""
-    path = DATA / "winequality" / "winequality-red.csv"
-    if not path.exists():
-        pytest.skip(f"wine quality data not found at {path}")
-    with open(path) as f:
-        rows = [[float(v) for v in row] for row in list(csv.reader(f, delimiter=";"))[1:]]
-    data = torch.tensor(rows)
-    x, y = data[:, :11], data[:, 11]
-    x = (x - x.min(0).values) / (x.max(0).values - x.min(0).values)
-    return x, y
-
-
-class Regressor(Bare):
-    task = "regression"
-    surrogate_description = None
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-@pytest.fixture(scope="module")
-def wine():
-    x, y = red_wine()
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(11, 32), nn.ReLU(), nn.Linear(32, 1))
-    opt = torch.optim.Adam(net.parameters(), lr=0.02)
-    for _ in range(300):  # full batch on the first 1200 rows: about a second
-        opt.zero_grad()
-        nn.functional.mse_loss(net(x[:1200]).squeeze(1), y[:1200]).backward()
-        opt.step()
-    return net.eval(), x[1200:1300], y[1200:1300]
 
 
 def test_fgsm_linf_is_one_signed_gradient_step(standard, test_batch):
@@ -214,9 +116,9 @@ def test_dml_attack_refuses_a_defense_without_a_metric_network(standard):
         ATTACKS.get("dml-attack")(Broken(), 2.0)
 
 
-def test_eps_zero_returns_the_clean_inputs(standard, metric_nn, wine, test_batch):
+def test_eps_zero_returns_the_clean_inputs(standard, metric_nn, wine_mlp, test_batch):
     x, y = test_batch
-    net, wx, wy = wine
+    net, wx, wy = wine_mlp
     for name, defense, inputs, labels in [("fgsm", standard, x, y), ("eot-pgd", standard, x, y),
                                           ("dml-attack", metric_nn, x, y),
                                           ("regression-l2", Regressor(net), wx, wy)]:

@@ -16,18 +16,9 @@ from otbench.store import ResultStore
 NAMES = ("pgd-at", "fgsm-at", "median-filter", "stl", "ape-gan")
 
 
-TINY_STL = {"stl_atoms": 8, "stl_learn_images": 300, "stl_learn_steps": 8, "stl_learn_batch": 32,
-            "stl_learn_iterations": 10}
-
-
 def robust_accuracy(defense, attack: str, eps: float, x, y, **cfg) -> float:
     adv = ATTACKS.get(attack)(defense, eps, **cfg)(x, y, seed=0).adv
     return float(((defense.predict(adv) == y) & (defense.predict(x) == y)).float().mean())
-
-
-@pytest.fixture(scope="session")
-def eval_batch(mnist):
-    return mnist.x_test[:100], mnist.y_test[:100]
 
 
 @pytest.fixture(scope="session")
@@ -39,16 +30,6 @@ def pgd_at(mnist):
 @pytest.fixture(scope="session")
 def fgsm_at(mnist):
     return create_defense("fgsm-at", mnist, "quick", {"train": dict(TINY_TRAIN)})
-
-
-@pytest.fixture(scope="session")
-def median(mnist, standard):
-    return create_defense("median-filter", mnist, "quick", {"train": dict(TINY_TRAIN), "defense": {"window": 3}})
-
-
-@pytest.fixture(scope="session")
-def stl(mnist, standard):
-    return create_defense("stl", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_STL}, "defense": {"iterations": 30}})
 
 
 def test_registered_with_presets_and_declared_capabilities(capsys):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from support import TINY_TRAIN
+from support import DIFFPURE_TINY
 
 from otbench.baselines.linf_dist import LinfDist, LinfDistNet, lp_dist, margin_radius
 from otbench.baselines.soc import SOC, HouseHolder, LipConvNet
@@ -16,11 +16,6 @@ LINF_TINY = {"depth": 3, "width": 32, "epochs": 2, "p_warm_epochs": 0, "p_end_ep
 
 
 SOC_TINY = {"num_layers": 5, "init_channels": 4, "epochs": 1, "batch_size": 64, "train_size": 512}
-
-
-DIFFPURE_TINY = {"train": {**TINY_TRAIN, "score_channels": 8, "score_epochs": 3, "score_lr": 3e-3,
-                           "score_train_size": 1000},
-                 "defense": {"steps": 4}}
 
 
 @pytest.fixture(scope="session")

@@ -3,41 +3,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import TINY_TRAIN
+from support import DIFFPURE_TINY, TINY_TRAIN
 
 from otbench.defense import create_defense
 from otbench.registry import ATTACKS
-
-TINY_STL = {"stl_atoms": 8, "stl_learn_images": 300, "stl_learn_steps": 8, "stl_learn_batch": 32,
-            "stl_learn_iterations": 10}
-
 
 TINY_APE = {"ape_width": 8, "ape_lr": 5e-3, "ape_epochs": 1, "ape_batch_size": 16, "ape_train_images": 1000}
 
 
 @pytest.fixture(scope="session")
-def eval_batch(mnist):
-    return mnist.x_test[:100], mnist.y_test[:100]
-
-
-@pytest.fixture(scope="session")
-def median(mnist, standard):
-    return create_defense("median-filter", mnist, "quick", {"train": dict(TINY_TRAIN), "defense": {"window": 3}})
-
-
-@pytest.fixture(scope="session")
-def stl(mnist, standard):
-    return create_defense("stl", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_STL}, "defense": {"iterations": 30}})
-
-
-@pytest.fixture(scope="session")
 def ape_gan(mnist, standard):
     return create_defense("ape-gan", mnist, "quick", {"train": {**TINY_TRAIN, **TINY_APE}})
-
-
-DIFFPURE_TINY = {"train": {**TINY_TRAIN, "score_channels": 8, "score_epochs": 3, "score_lr": 3e-3,
-                           "score_train_size": 1000},
-                 "defense": {"steps": 4}}
 
 
 @pytest.fixture(scope="session")

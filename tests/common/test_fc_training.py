@@ -2,15 +2,14 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from support import TINY_TRAIN
 
 from otbench.common import fc_training as model
-from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK, train_fc_resnet
 from otbench.common.fc_resnet import FCResNet
+from otbench.common.fc_training import TRAIN_PAPER, TRAIN_QUICK, train_fc_resnet
 from otbench.defense import create_defense
 from otbench.errors import OTBenchError
 from otbench.training import minibatch_training, steps_per_epoch
-
-from support import TINY_TRAIN
 
 CPU = torch.device("cpu")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import MetricNN
 from torch import nn
 
 from otbench import checks
@@ -10,54 +11,6 @@ from otbench.data import eval_subset
 from otbench.defense import Defense
 from otbench.runner import run_suite
 from otbench.store import ResultStore, SampleRow
-
-
-class Bare(Defense):
-    """A defense built around given modules instead of a preset and a training run."""
-
-    name = "test-bare"
-
-    def __init__(self) -> None:
-        super().__init__(None, {}, torch.device("cpu"))
-
-
-class Embedding(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
-
-
-class MetricNN(Bare):
-    """1-nearest-neighbour among 500 real training images in the embedding of the standard network's body:
-    a non-differentiable defense whose neighbours are picked by a metric network."""
-
-    differentiable = False
-    has_metric_network = True
-
-    def __init__(self, net: nn.Module, bank_x: torch.Tensor, bank_y: torch.Tensor) -> None:
-        super().__init__()
-        self.embed = Embedding(net).eval()
-        with torch.no_grad():
-            self.bank = self.embed(bank_x)
-        self.bank_y = bank_y
-
-    def metric_network(self) -> nn.Module:
-        return self.embed
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            dist = torch.cdist(self.embed(x), self.bank)
-        scores = torch.full((len(x), int(self.bank_y.max()) + 1), -float("inf"))
-        return scores.scatter_reduce(1, self.bank_y.expand(len(x), -1), -dist, "amax")  # -distance per class
-
-
-@pytest.fixture(scope="module")
-def metric_nn(standard, mnist):
-    return MetricNN(standard.net, mnist.x_train[:500], mnist.y_train[:500])
-
 
 FAST = {"steps": 10, "n_queries": 150}
 

@@ -3,26 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import Overstep
 
-from otbench.attacks import Attack, AttackOutput
 from otbench.data import eval_subset
 from otbench.errors import ThreatModelViolation
 from otbench.guard import check_threat_model
 from otbench.runner import run_cell
 from otbench.store import ResultStore
-
-
-class Overstep(Attack):
-    """A purpose-built cheating attack: steps 1.5 eps in L2."""
-
-    name = "overstep"
-    needs = "scores"
-    defaults = {"norm": "L2"}
-
-    def run(self, images, labels, seed):
-        d = torch.randn_like(images)
-        d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        return AttackOutput((images + 1.5 * self.eps * d).clamp(0, 1))
 
 
 def test_guard_accepts_within_eps_and_rejects_outside():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import DATA, TINY_TRAIN
+from support import TINY_REG, TINY_TRAIN
 
 from otbench.attacks.pgd import PGD
 from otbench.data import eval_subset
@@ -14,24 +14,6 @@ from otbench.runner import run_cell
 from otbench.store import ResultStore, SampleRow
 
 # 2 blocks, 15 epochs on the 1279 training wines: about a second, test MSE near 0.45
-TINY_REG = {"blocks": 2, "residual": True, "epochs": 15, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
-            "weight_decay": 5e-4, "train_size": None, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def wine():
-    from otbench.data import load_dataset
-
-    return load_dataset("winequality-red", DATA)
-
-
-@pytest.fixture(scope="module")
-def regressor(wine):
-    from otbench.defense import create_defense
-
-    return create_defense("regressor", wine, "quick", {"train": dict(TINY_REG)})
-
-
 PGD_CFG = {"norm": "L2", "steps": 5}
 
 

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from support import DATA
+from support import DATA, TINY_REG
 
 from otbench.errors import OTBenchError
 from otbench.guard import check_threat_model
@@ -16,25 +16,6 @@ WINE = DATA / "winequality" / "winequality-red.csv"
 
 
 # 2 blocks, 15 epochs on the 1279 training wines: about a second, test MSE near 0.45
-TINY_REG = {"blocks": 2, "residual": True, "epochs": 15, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
-            "weight_decay": 5e-4, "train_size": None, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def wine():
-    from otbench.data import load_dataset
-
-    return load_dataset("winequality-red", DATA)
-
-
-@pytest.fixture(scope="module")
-def regressor(wine):
-    from otbench.defense import create_defense
-
-    return create_defense("regressor", wine, "quick", {"train": dict(TINY_REG)})
-
-
-# -- the dataset ----------------------------------------------------------------------------------------
 def test_split_sizes_and_train_only_minmax_scaling(wine):
     assert (len(wine.x_train), len(wine.x_test)) == (1279, 320)  # papers/otad.txt V-D3
     assert wine.input_shape == (11,) and wine.num_classes == 0

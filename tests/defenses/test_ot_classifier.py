@@ -8,24 +8,8 @@ from support import needs_mnist
 
 from otbench.errors import OTBenchError
 
+
 # Tiny stand-in for the quick preset: 8-16 channels, 2 epochs on 2000 real MNIST training points.
-TINY_OTC = {"channels": [8, 16], "hidden": 64, "epochs": 2, "batch_size": 50, "train_size": 2000, "lr": 3e-3}
-
-
-@pytest.fixture(scope="session")
-def ot_cla(mnist):
-    from otbench.defense import create_defense
-
-    return create_defense("ot-cla", mnist, "quick", {"train": dict(TINY_OTC)})
-
-
-@pytest.fixture(scope="session")
-def e_cla(mnist):
-    from otbench.defense import create_defense
-
-    return create_defense("e-cla", mnist, "quick", {"train": dict(TINY_OTC)})
-
-
 @pytest.fixture(scope="session")
 def codes(mnist, ot_cla, e_cla):
     x = mnist.x_test[:1000]

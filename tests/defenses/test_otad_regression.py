@@ -6,32 +6,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from support import DATA
+from support import DATA, TINY_REG
 
 from otbench.errors import OTBenchError
 from otbench.guard import check_threat_model
 from otbench.metrics import mse
 from otbench.registry import ATTACKS, DEFENSES
 
+
 # 2 blocks, 15 epochs on the 1279 training wines: about a second, test MSE near 0.45
-TINY_REG = {"blocks": 2, "residual": True, "epochs": 15, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
-            "weight_decay": 5e-4, "train_size": None, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def wine():
-    from otbench.data import load_dataset
-
-    return load_dataset("winequality-red", DATA)
-
-
-@pytest.fixture(scope="module")
-def regressor(wine):
-    from otbench.defense import create_defense
-
-    return create_defense("regressor", wine, "quick", {"train": dict(TINY_REG)})
-
-
 @pytest.fixture(scope="module")
 def otad_reg(wine, regressor):
     from otbench.defense import create_defense

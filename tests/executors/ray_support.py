@@ -7,9 +7,6 @@ from pathlib import Path
 
 from support import DATA, TINY_TRAIN
 
-import torch
-
-from otbench.attacks import Attack, AttackOutput
 from otbench.attacks.square import Square
 from otbench.plan import RunPlan
 from otbench.store import ResultStore
@@ -30,18 +27,6 @@ class KillOnceSquare(Square):
             Path(marker).write_text(str(os.getpid()))
             os._exit(1)
         return super().run(images, labels, seed)
-
-
-class Overstep(Attack):
-    """A cheating attack: steps 1.5 eps in L2. The guard must refuse it inside a worker as it does locally."""
-
-    needs = "scores"
-    defaults = {"norm": "L2"}
-
-    def run(self, images, labels, seed):
-        d = torch.randn_like(images)
-        d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        return AttackOutput((images + 1.5 * self.eps * d).clamp(0, 1))
 
 
 SQUARE = {"square": ((1.5,), {"n_queries": 20})}

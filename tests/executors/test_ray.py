@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, Overstep, grid, run_grid, stored
-from support import DATA, TINY_TRAIN
+from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, grid, run_grid, stored
+from support import DATA, TINY_TRAIN, Overstep
 
 from otbench.cli import main
 from otbench.registry import ATTACKS, TABLES

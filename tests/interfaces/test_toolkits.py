@@ -1,7 +1,6 @@
 """The toolkits' own interfaces: torchattacks, ART estimators and RobustBench's benchmark() on otbench defenses."""
 from __future__ import annotations
 
-import pickle
 from contextlib import contextmanager
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 import torchattacks
 from art.attacks.evasion import ProjectedGradientDescent, SquareAttack
 from art.exceptions import EstimatorError
+from support import CIFAR_FILES, accuracy, write_cifar10
 from torch import nn
 from torchvision import datasets
 
@@ -18,35 +18,6 @@ from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.interfaces import robustbench_benchmark, to_art, torch_module
 from otbench.interfaces.art import DefenseBlackBox
-
-CIFAR_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
-
-
-def accuracy(defense, x, y):
-    return (defense.predict(torch.as_tensor(x)) == y).float().mean().item()
-
-
-# -- a small CIFAR-10-format folder and a tiny CNN trained on it -------------------------------------
-def write_cifar10(root, per_batch=40, n_test=40, seed=0):
-    """The python batches torchvision reads: dicts of uint8 `data` (N, 3072), `labels`, `filenames`."""
-    rng = np.random.default_rng(seed)
-    # faint 8x8-block colour patterns: learnable in a second, and (like real CIFAR-10 models) not robust
-    patterns = np.kron(rng.choice([-1.0, 1.0], size=(10, 3, 4, 4)), np.ones((1, 1, 8, 8))).reshape(10, 3072)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    made = {}
-    for name in CIFAR_FILES:
-        y = rng.integers(0, 10, n_test if name == "test_batch" else per_batch)
-        x = np.clip(0.5 + 0.03 * patterns[y] + 0.1 * rng.standard_normal((len(y), 3072)), 0, 1)
-        if name == "test_batch":  # two wrong labels among the first 8, so clean accuracy there is 6/8:
-            y[[1, 4]] = (y[[1, 4]] + 1) % 10  # a benchmark that read other images would show another number
-        made[name] = ((x * 255).round().astype(np.uint8), y)
-        entry = {"batch_label": name, "labels": y.tolist(), "data": made[name][0],
-                 "filenames": [f"{name}_{i}.png" for i in range(len(y))]}
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch, "num_vis": 3072}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
-    return made
 
 
 class TinyCNN(Defense):

@@ -2,29 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from support import needs_mnist
+from support import TINY_OTC, needs_mnist
 
 from otbench.registry import DEFENSES
 from otbench.report.table import ReportContext
 
+
 # Tiny stand-in for the quick preset: 8-16 channels, 2 epochs on 2000 real MNIST training points.
-TINY_OTC = {"channels": [8, 16], "hidden": 64, "epochs": 2, "batch_size": 50, "train_size": 2000, "lr": 3e-3}
-
-
-@pytest.fixture(scope="session")
-def ot_cla(mnist):
-    from otbench.defense import create_defense
-
-    return create_defense("ot-cla", mnist, "quick", {"train": dict(TINY_OTC)})
-
-
-@pytest.fixture(scope="session")
-def e_cla(mnist):
-    from otbench.defense import create_defense
-
-    return create_defense("e-cla", mnist, "quick", {"train": dict(TINY_OTC)})
-
-
 def test_ot_cla_table_2_pairs_paper_values_and_marks_missing_defenses(tmp_path):
     from otbench.registry import TABLES
     from otbench.store import ResultStore

@@ -146,4 +146,5 @@ def otad_strongest() -> TableSpec:
              "attacked (clean-correct) sample (label-only attacks: queries until the first adversarial example "
              "within eps, else all spent); s/sample: wall seconds per sample on the machine named below. "
              "Label-only attacks (HopSkipJump, GeoDA) are minimum-norm searches run once per sample for all eps. "
-             "`Standard Acc` is read from the BPDA cell (the worst-case row: from its first attack's).")
+             "`Standard Acc`: the clean accuracy in each row's own cells (the same samples, so the same value along a "
+             "defense's rows).")
