@@ -137,6 +137,9 @@ def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str
 
 def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
     by = {(c.row.label, c.column.label): c for c in cells}
+    # a column the paper has no number for (queries, seconds, a table of our own) shows the measured value alone
+    published = {col.label for col in spec.columns if any(by[(row.label, col.label)].paper is not None
+                                                          for row in spec.rows)}
     grid = []
     for row in spec.rows:
         line = [row_label(by[(row.label, spec.columns[0].label)])]
@@ -155,6 +158,9 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
             paper = _fmt(c.paper, col) if c.paper is not None else "–"
             gap = _gap(c)
             fewer = f" [n={c.n}]" if c.status == "measured" and c.n != row_n else ""
+            if col.label not in published:
+                line.append(measured + fewer)
+                continue
             line.append(f"{measured} / {paper}" + (f" ({gap})" if gap else "") + fewer)
         line.append(str(row_n))
         grid.append(line)
@@ -188,7 +194,8 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
     header = ["Method"] + [c.label for c in spec.columns] + ["n"]
     lines = [f"# {spec.title}", "",
              f"papers/{spec.paper}.txt, Table {spec.paper_table}; dataset `{spec.dataset}`, preset `{preset}`.",
-             "Each cell: **measured / paper (gap)**, " + (
+             ("Each cell: **measured / paper (gap)** where the paper has a number, else measured alone; " if any(
+                 c.paper is not None for c in cells) else "Each cell: measured (the paper has no number here); ") + (
                  "MSE, E and SMAPE (otbench/metrics.py; lower is better), the gap relative to the paper's value."
                  if all(_regression(c) for c in spec.columns) else "accuracy in percent" + (
                      "; `queries` in defense queries per sample, `s/sample` in seconds." if any(

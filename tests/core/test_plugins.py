@@ -133,7 +133,8 @@ def test_an_outside_defense_attack_and_table_run_through_the_cli(plugin, tmp_pat
     cli(plugin, tmp_path, "report", "--tables", "plug-table", "--preset", "quick", "--results", db, "--out", "out")
     md = (tmp_path / "out" / "plug-table.md").read_text()
     clean = 100 * cell["clean_accuracy"]
-    assert f"| nearest mean | {clean:.1f} / 82.0 ({clean - 82.0:+.1f}) | {100 * cell['robust_accuracy']:.1f} / –" in md
+    assert f"| nearest mean | {clean:.1f} / 82.0 ({clean - 82.0:+.1f}) | {100 * cell['robust_accuracy']:.1f} | 30 |" in md
+    assert "Each cell: **measured / paper (gap)** where the paper has a number, else measured alone" in md
     # and the table fills itself on an empty database, through the same run plan
     cli(plugin, tmp_path, "report", "--tables", "plug-table", "--preset", "quick", "--results", "fresh.sqlite",
         "--out", "out2", "--fill", "--n", "30")
