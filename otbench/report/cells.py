@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..config import merge
 from ..defense import build_config
@@ -14,6 +15,9 @@ from ..store import ResultStore
 from .paper import paper_value
 from .spec import REGRESSION_METRICS, Column, Row, TableSpec, column_config, row_attack
 from .table import ReportContext
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
 
 
 @dataclass
@@ -138,29 +142,35 @@ def worst_parts(row: Row, column: Column) -> list[tuple[str, dict]]:
 
 
 def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
-    """Run every cell of the table the store does not hold at ctx.preset: one run-plan job per row and attack
-    settings, with the table's exact settings (no automatic EOT, no extra checks: the report re-runs the
-    stored-cell checks itself)."""
+    """Run every cell of the table the store does not hold at ctx.preset (`fill_plan`)."""
+    plan = fill_plan(spec, store, ctx)
+    if plan is not None:
+        plan.execute(store, progress=ctx.progress, executor=ctx.backend)
+
+
+def fill_plan(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> "RunPlan | None":
+    """The validated run plan for the cells the store lacks at ctx.preset (None: nothing is missing): one job per
+    row and attack settings, with the table's exact settings (no automatic EOT, no extra checks: the report
+    re-runs the stored-cell checks itself)."""
     from ..plan import AttackJob, DefenseJob, RunPlan
 
     missing = [c for c in collect(spec, store, ctx.preset) if c.status == "not run"]
-    jobs: dict[tuple, dict[str, list[float]]] = {}  # (row, attack, settings) -> eps; a job holds one per name
-    rows: dict[str, Row] = {}
+    # (defense, its overrides, attack, settings) -> eps: a worst-case row asks for its attack rows' own cells once
+    jobs: dict[tuple[str, str, str, str], list[float]] = {}
     for c in missing:
-        rows[c.row.label] = c.row
         worst = c.column.metric == "worst" or c.row.worst_of
         parts = worst_parts(c.row, c.column) if worst else [(row_attack(c.row, c.column),
                                                              column_config(c.column, row_attack(c.row, c.column), c.row))]
         for attack, config in parts:
-            key = (c.row.label, attack, json.dumps(config, sort_keys=True))
-            eps = jobs.setdefault(key, {"eps": []})["eps"]
+            key = (c.row.defense, json.dumps(c.row.overrides, sort_keys=True), attack, json.dumps(config, sort_keys=True))
+            eps = jobs.setdefault(key, [])
             if c.column.eps not in eps:
                 eps.append(c.column.eps)
     if not jobs:
-        return
-    plan = RunPlan(spec.dataset, [DefenseJob(rows[label].defense, ctx.preset, rows[label].overrides,
-                                             (AttackJob(attack, tuple(v["eps"]), json.loads(config)),))
-                                  for (label, attack, config), v in jobs.items()],
+        return None
+    plan = RunPlan(spec.dataset, [DefenseJob(defense, ctx.preset, json.loads(overrides),
+                                             (AttackJob(attack, tuple(eps), json.loads(config)),))
+                                  for (defense, overrides, attack, config), eps in jobs.items()],
                    checks=False, auto_eot=False, **ctx.plan_options())
     plan.validate()
-    plan.execute(store, progress=ctx.progress, executor=ctx.backend)
+    return plan

@@ -1,7 +1,9 @@
 """OTAD's report tables: registered with the paper's values, filled and rendered from the store."""
 from __future__ import annotations
 
-from support import DATA, TINY_TRAIN
+import json
+
+from support import DATA, TINY_TRAIN, needs_mnist
 
 from otbench.registry import TABLES
 from otbench.report.analysis import Analysis, AnalysisTable, Metric, Section
@@ -85,3 +87,30 @@ def test_table_5_is_on_z_scores_and_the_minmax_variant_has_the_same_rows():
     z, m = TABLES.get("otad-table-5")(), TABLES.get("otad-table-5-minmax")()
     assert (z.dataset, m.dataset) == ("winequality-red-z", "winequality-red")
     assert z.rows == m.rows and z.columns == m.columns and "z-scores" in z.note and "min-max" in m.note
+
+
+@needs_mnist
+def test_otad_strongest_plans_every_attack_once_and_takes_the_worst_case_over_exactly_them(tmp_path):
+    """The issue-15 table on an empty store: its fill plan validates (every attack's settings are real ones, the
+    exact CIP gradient only where there is a CIP step), asks each (defense, attack, settings) once at every eps,
+    and each defense's worst-case row spans exactly that defense's attack rows."""
+    from otbench.papers.otad.mnist import STRONGEST_ATTACKS, STRONGEST_EPS
+    from otbench.report.cells import fill_plan
+
+    spec = TABLES.get("otad-strongest")()
+    plan = fill_plan(spec, ResultStore(tmp_path / "r.sqlite"), ReportContext(preset="paper", n=500,
+                                                                            data_root=str(DATA)))
+    planned = [(job.name, a.name, json.dumps(a.config, sort_keys=True)) for job in plan.jobs for a in job.attacks]
+    assert len(planned) == len(set(planned))  # the worst-case rows add no second job
+    assert all(a.eps == STRONGEST_EPS for job in plan.jobs for a in job.attacks)
+    for defense in ("otad", "knn", "standard"):
+        rows = [r for r in spec.rows if r.defense == defense]
+        (worst,) = [r for r in rows if r.worst_of]
+        attacks = [(r.attack, json.dumps(r.attack_config, sort_keys=True)) for r in rows if not r.worst_of]
+        assert sorted((a, json.dumps(c, sort_keys=True)) for a, c in worst.worst_of) == sorted(attacks)
+        assert sorted(attacks) == sorted((a, c) for d, a, c in planned if d == defense)
+        assert f"over the {len(attacks)} attacks above" in worst.label
+    every = {(a, json.dumps(c, sort_keys=True)) for _, a, c in STRONGEST_ATTACKS}
+    assert {(a, c) for d, a, c in planned if d in ("otad", "standard")} == every
+    assert every - {(a, c) for d, a, c in planned if d == "knn"} == {
+        ("otad-exact-grad", "{}"), ("square", '{"schedule": "fixed"}'), ("square", '{"init": "neighbour"}')}
