@@ -5,6 +5,7 @@ so a model's cached checkpoint means the same thing whichever defense trained it
 (`checkpoint_path`, `cached_model`) and the test accuracy every checkpoint records live here too."""
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -111,8 +112,11 @@ def _resume(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched:
     """The epochs already done by a killed run of this very training (0 when there is none to trust)."""
     if not path.exists():
         return 0
+    # a partial file that fails half-way must leave the fresh run exactly as it was
+    before = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()),
+              copy.deepcopy(sched.state_dict()) if sched is not None else None, gen.get_state(), torch.get_rng_state())
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: generator states
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers and strings only
         if state["desc"] != desc or state["total_steps"] != total:
             return 0
         net.load_state_dict(state["net"])
@@ -123,7 +127,13 @@ def _resume(path: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-    except Exception:  # a damaged partial file: start again
+    except Exception:  # a damaged partial file: start again from the untouched fresh state
+        net.load_state_dict(before[0])
+        opt.load_state_dict(before[1])
+        if sched is not None:
+            sched.load_state_dict(before[2])
+        gen.set_state(before[3])
+        torch.set_rng_state(before[4])
         return 0
     print(f"otbench: resuming {desc} at epoch {state['epoch']} (a killed run's finished epochs, {path.name})",
           file=sys.stderr)
