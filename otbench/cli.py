@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import OTBenchError
+from .errors import OTBenchError, clear_interrupt, interrupt
 
 KINDS = ("defenses", "attacks", "datasets", "tables")
 
@@ -349,10 +349,6 @@ def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
     return {"merged": out}
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 COMMANDS = {"list": cmd_list, "train": cmd_train, "run": cmd_run, "sweep": cmd_sweep, "report": cmd_report,
             "merge": cmd_merge}
 
@@ -365,8 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_command(argv)
     set_quiet(getattr(args, "quiet", False))  # trainings started inside defense constructors too
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so the run is marked interrupted; finished chunks are stored anyway
-    signal.signal(signal.SIGTERM, _interrupt)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the run is marked interrupted; finished chunks are stored anyway.
+    # Both are remembered (errors.interrupt), so one a library swallows still stops the run.
+    clear_interrupt()
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         out = COMMANDS[args.command](args)
     except OTBenchError as exc:

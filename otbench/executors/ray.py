@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OTBenchError
+from ..errors import OTBenchError, raise_if_interrupted
 from ..runner import ChunkResult
 from . import check_address
 
 DEPTH = 2  # chunks in flight per actor: the next one is queued while one computes
+WAIT_S = 0.5  # longest the driver waits on Ray before it looks for a Ctrl-C again
 MAX_RESTARTS = 3  # a worker process killed (OOM, preemption, a crash) is restarted this many times ...
 MAX_TASK_RETRIES = 3  # ... and the chunks it held are retried
 MAX_DEFENSES = 8  # defenses an actor keeps built (a long `report --fill` meets many); older ones are rebuilt
@@ -287,7 +288,11 @@ class RayExecutor:
                 if queue:
                     submit(actor)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            # a timeout, so a Ctrl-C that Ray's wait swallowed is still seen within WAIT_S (errors.interrupt)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+            raise_if_interrupted()
+            if not ready:
+                continue
             i, actor = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+import signal
+import sqlite3
+from contextlib import closing, contextmanager
 
 import pytest
 import torch
 from ray_support import HERE, KILL_CHUNK, KILL_MARKER_ENV, SQUARE, KillOnceSquare, grid, run_grid, stored
 from support import DATA, TINY_TRAIN, Overstep
 
+from otbench import errors
 from otbench.cli import main
 from otbench.registry import ATTACKS, TABLES
 from otbench.report.spec import Column, Row, TableSpec
@@ -86,6 +89,23 @@ def test_a_worker_killed_mid_chunk_loses_only_that_chunk(local_ray, tmp_path):
     store.close()
     assert len(chunks) == 2 * 2 + 2 and KILL_CHUNK in {chunk for _, chunk in chunks}
     assert computed_by_workers(tmp_path / "ray.sqlite")
+
+
+def test_a_ctrl_c_that_ray_swallowed_still_stops_the_grid(local_ray, tmp_path):
+    """Ray's wait can swallow the KeyboardInterrupt raised inside it; the remembered signal still stops the grid
+    (the executor looks for it between waits), and no `runs` row is left running."""
+    try:
+        errors.interrupt(signal.SIGINT, None)  # the handler ran ...
+    except KeyboardInterrupt:
+        pass  # ... and a library swallowed what it raised
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_grid(tmp_path / "ray.sqlite", grid("ray", workers=2, attacks=SQUARE))
+    finally:
+        errors.clear_interrupt()
+    with closing(sqlite3.connect(tmp_path / "ray.sqlite")) as con:
+        statuses = [s for (s,) in con.execute("SELECT status FROM runs")]
+    assert statuses and set(statuses) == {"interrupted"}
 
 
 def test_report_fill_dispatches_through_ray(local_ray, capsys, tmp_path):
