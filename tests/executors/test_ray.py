@@ -91,23 +91,6 @@ def test_a_worker_killed_mid_chunk_loses_only_that_chunk(local_ray, tmp_path):
     assert computed_by_workers(tmp_path / "ray.sqlite")
 
 
-def test_a_ctrl_c_that_ray_swallowed_still_stops_the_grid(local_ray, tmp_path):
-    """Ray's wait can swallow the KeyboardInterrupt raised inside it; the remembered signal still stops the grid
-    (the executor looks for it between waits), and no `runs` row is left running."""
-    try:
-        errors.interrupt(signal.SIGINT, None)  # the handler ran ...
-    except KeyboardInterrupt:
-        pass  # ... and a library swallowed what it raised
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run_grid(tmp_path / "ray.sqlite", grid("ray", workers=2, attacks=SQUARE))
-    finally:
-        errors.clear_interrupt()
-    with closing(sqlite3.connect(tmp_path / "ray.sqlite")) as con:
-        statuses = [s for (s,) in con.execute("SELECT status FROM runs")]
-    assert statuses and set(statuses) == {"interrupted"}
-
-
 def test_report_fill_dispatches_through_ray(local_ray, capsys, tmp_path):
     rows = (Row("no defense", "standard", None, {"train": dict(TINY_TRAIN)}),
             Row("KNN", "knn", None, {"train": dict(TINY_TRAIN)}))
@@ -184,3 +167,21 @@ def test_an_actor_keeps_a_bounded_number_of_defenses(standard):
     assert worker.defenses[specs[1].key] is built and list(worker.defenses)[-1] == specs[1].key
     assert len(worker.defenses) == MAX_DEFENSES and specs[0].key not in worker.defenses
     assert len(worker.attacks) == MAX_DEFENSES
+
+
+def test_a_ctrl_c_that_ray_swallowed_still_stops_the_grid(local_ray, tmp_path):
+    """Ray's wait can swallow the KeyboardInterrupt raised inside it; the remembered signal still stops the grid
+    (the executor looks for it between waits), and no `runs` row is left running. Last in this module: Ray
+    reports the chunks it was computing when the actors were killed on stdout, later, into another test's capture."""
+    try:
+        errors.interrupt(signal.SIGINT, None)  # the handler ran ...
+    except KeyboardInterrupt:
+        pass  # ... and a library swallowed what it raised
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_grid(tmp_path / "ray.sqlite", grid("ray", workers=2, attacks=SQUARE))
+    finally:
+        errors.clear_interrupt()
+    with closing(sqlite3.connect(tmp_path / "ray.sqlite")) as con:
+        statuses = [s for (s,) in con.execute("SELECT status FROM runs")]
+    assert statuses and set(statuses) == {"interrupted"}
