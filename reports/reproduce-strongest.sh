@@ -26,9 +26,9 @@ R --n "$N_KNN_LABEL" --defense knn --attack hopskipjump,geoda "${LABEL_ONLY[@]}"
 R --n "$N_SLOW" --defense otad --attack square --set attack.schedule=fixed
 R --n "$N_SLOW" --defense otad --attack square --set attack.init=neighbour
 # Table III probes at this preset (n = 100, eps 2): the loss and restarts; eq. 14's alpha = 0.01 (a network of its own)
-otbench run --dataset mnist --preset paper --n 100 --eps 2 --quiet --defense otad --attack square --set attack.loss=ce
-otbench run --dataset mnist --preset paper --n 100 --eps 2 --quiet --defense otad --attack square --set attack.n_restarts=3
-otbench run --dataset mnist --preset paper --n 100 --eps 2 --quiet --defense otad --attack square --set train.alpha=0.01
+for probe in attack.loss=ce attack.n_restarts=3 train.alpha=0.01; do
+  otbench run --dataset mnist --preset paper --n 100 --eps 2 --quiet --defense otad --attack square --set "$probe"
+done
 # The analyses that read this network: Figure 2 (n = 500). Table XIII's MNIST ResNet row (n = 200) came from
 # `otbench report --fill --tables otad-table-13 --preset paper --n 200`, stopped before it retrained the plain net.
 otbench report --fill --tables otad-figure-2 --preset paper --n 500 --quiet --out reports/paper
