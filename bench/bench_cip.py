@@ -1,5 +1,5 @@
 """Throughput of the batched exact CIP solver (otbench/defenses/otad/cip.py) against the per-sample cvxpy +
-Clarabel reference (tests/cip_reference.py), measured in the same run.
+Clarabel reference (otbench/defenses/otad/reference.py), measured in the same run.
 
     python bench/bench_cip.py [--n N] [--device cpu|cuda]
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,11 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from otbench.defenses.otad import cip  # noqa: E402
-import cip_reference  # noqa: E402
+from otbench.defenses.otad import cip
+from otbench.defenses.otad import reference as cip_reference
 
 L, l, DELTA = 2.0, 0.0, 0.2
 

@@ -1,5 +1,5 @@
 """Table IX three ways in one run: OTAD-T's inference time per sample with the per-sample conic solver (cvxpy +
-Clarabel, tests/cip_reference.py), the exact batched solver (otbench/defenses/otad/cip.py) and CIP-net (OTAD-T-NN),
+Clarabel, otbench/defenses/otad/reference.py), the exact batched solver (otbench/defenses/otad/cip.py) and CIP-net (OTAD-T-NN),
 printing speed ratios against each other and CIP-net's accuracy cost against the exact solver.
 
     python bench/bench_otad_t.py [--dataset fashion-mnist] [--preset quick] [--n 50] [--conic-n 10]
@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
-
-from otbench.defenses.otad_t.timing import conic_reference, measure_inference  # noqa: E402
-from otbench.data import eval_subset, load_dataset  # noqa: E402
-from otbench.defense import create_defense  # noqa: E402
+from otbench.defenses.otad_t.timing import conic_reference, measure_inference
+from otbench.data import eval_subset, load_dataset
+from otbench.defense import create_defense
 
 
 def _ms(values) -> str:

@@ -17,7 +17,7 @@ from otbench.defenses.otad.cip import (
     solve_cip,
 )
 
-cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")
+cip_reference = pytest.importorskip("otbench.defenses.otad.reference", reason="needs cvxpy and clarabel")
 
 
 L, DELTA = 2.0, 0.2

@@ -30,8 +30,8 @@ def _batch_mse(defense, x, y) -> float:
 # -- the regression CIP path against the cvxpy reference -------------------------------------------------
 def test_otad_regression_features_match_the_cvxpy_reference(otad_reg, wine):
     """The CIP features of a few real test wines at the regressor's feature dimension (d = 11): the first
-    feasible relaxation step and eq. 16's solution, as tests/cip_reference.py poses them per point."""
-    ref = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")
+    feasible relaxation step and eq. 16's solution, as otbench/defenses/otad/reference.py poses them per point."""
+    ref = pytest.importorskip("otbench.defenses.otad.reference", reason="needs cvxpy and clarabel")
     cfg = otad_reg.config["defense"]
     x = wine.x_test[:3]
     res = otad_reg.cip_features(x)

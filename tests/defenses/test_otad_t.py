@@ -5,7 +5,7 @@ import pytest
 import torch
 from support import needs_mnist
 
-cip_reference = pytest.importorskip("cip_reference", reason="needs cvxpy and clarabel")
+cip_reference = pytest.importorskip("otbench.defenses.otad.reference", reason="needs cvxpy and clarabel")
 
 
 # A ViT of the quick preset's layout, smaller: 49 tokens x 16 dims = 784-dimensional x~, one block.

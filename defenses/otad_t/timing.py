@@ -1,6 +1,6 @@
 """Table IX measured three ways in one run (papers/otad.txt V-F): seconds per test sample of OTAD-T's inference
 with (1) a per-sample conic solver (cvxpy + Clarabel: one LP per relaxation step of Algorithm 2, then the QCP of
-eq. 16, tests/cip_reference.py, as the public code does with MOSEK), (2) the exact batched solver
+eq. 16, otbench/defenses/otad/reference.py, as the public code does with MOSEK), (2) the exact batched solver
 (otbench/defenses/otad/cip.py) called one sample at a time, and amortised over a batch, (3) CIP-net (OTAD-T-NN).
 Every timing covers the whole inference (embedding, neighbour search, CIP step, classifier) of one sample.
 Also recorded per sample: how far CIP-net's and the conic solver's features are from the exact ones, and the
@@ -8,10 +8,8 @@ predictions, so the accuracy cost of CIP-net is measured on the same samples.
 """
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -21,15 +19,12 @@ from .cipnet import relative_error
 from .defense import OTADTBase
 from .nn_defense import OTADTNNBase
 
-_REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "cip_reference.py"
-
 
 def conic_reference():
-    """tests/cip_reference.py (cvxpy + Clarabel), loaded from the source tree."""
-    spec = importlib.util.spec_from_file_location("cip_reference", _REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """OTAD's per-sample conic reference (cvxpy + Clarabel), imported only when Table IX is measured."""
+    from otbench.defenses.otad import reference
+
+    return reference
 
 
 def _timed(fn):

@@ -1,10 +1,15 @@
 """Per-sample reference for otbench/defenses/otad/cip.py: eqs. 15-16 of papers/otad.txt written out literally
 in cvxpy and solved by Clarabel, one test point at a time (Algorithm 2 as the public code runs it).
-Used only by the tests and bench/bench_cip.py."""
+Used by the CIP tests, Table IX's timing (otbench/defenses/otad_t/timing.py) and bench/bench_cip.py; cvxpy and
+Clarabel come with the `reference` (and `test`) extra, so importing this module without them says what to install."""
 from __future__ import annotations
 
-import cvxpy as cp
 import numpy as np
+
+try:
+    import cvxpy as cp
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("OTAD's reference solver needs cvxpy and clarabel: pip install 'otbench[reference]'") from exc
 
 _CLARABEL = dict(tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, tol_ktratio=1e-10,
                  static_regularization_constant=1e-10, max_iter=500)
