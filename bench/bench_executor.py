@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from otbench.executors import ExecutorOptions
 from otbench.plan import AttackJob, DefenseJob, RunPlan
 from otbench.provenance import machine
 from otbench.store import ResultStore
@@ -30,12 +31,12 @@ SMALL = {"blocks": 2, "residual": True, "epochs": 1, "batch_size": 64, "lr": 0.0
          "weight_decay": 5e-4, "alpha": 0.0, "train_size": 3000, "seed": 0}
 
 
-def plan(args: argparse.Namespace, **options) -> RunPlan:
+def plan(args: argparse.Namespace, executor: str = "local", **options) -> RunPlan:
     attacks = (AttackJob("ngopt-cw", (0.1, 0.2), {"budget": args.budget}),
                AttackJob("square", (1.5, 2.0), {"n_queries": args.queries}))
     job = DefenseJob("standard", "quick", {"train": dict(SMALL), "defense": {}}, attacks)
     return RunPlan("mnist", [job], n=args.n, chunk=args.chunk, data_root=args.data_root, checks=False,
-                   device="cpu", threads=1, **options)
+                   device="cpu", executor=ExecutorOptions(executor, threads=1, **options))
 
 
 def rows(path: Path) -> dict:
@@ -54,11 +55,11 @@ def chunk_seconds(path: Path) -> float:
     return total
 
 
-def timed(p: RunPlan, path: Path, executor=None) -> float:
+def timed(p: RunPlan, path: Path, backend=None) -> float:
     p.validate()
     store = ResultStore(path)
     start = time.perf_counter()
-    p.execute(store, progress=False, executor=executor)
+    p.execute(store, progress=False, backend=backend)
     store.close()
     return time.perf_counter() - start
 

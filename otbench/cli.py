@@ -58,9 +58,11 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                         "counts give bit-identical numbers")
 
 
-def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address,
-            "gpus_per_worker": args.gpus_per_worker, "threads": args.threads}
+def _executor_options(args: argparse.Namespace) -> Any:
+    """The --executor options as the one value the plan, the report and the executors share (checked there)."""
+    from .executors.options import ExecutorOptions
+
+    return ExecutorOptions(args.executor, args.workers, args.ray_address, args.gpus_per_worker, args.threads)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -223,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     n, note = default_n(args.dataset, args.n)
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
-                        data_root=args.data_root, checks=not args.no_checks, **_executor_options(args))
+                        data_root=args.data_root, checks=not args.no_checks, executor=_executor_options(args))
     plan.validate()  # the whole plan, before any data is loaded or any model trained
     if note:
         print(note, file=sys.stderr)
@@ -250,15 +252,13 @@ def _results(args: argparse.Namespace, results: list[Any], path: Path, subset_se
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    from .executors import check_executor
     from .plan import execute_plans
     from .store import ResultStore
     from .sweep import sweep_plans
 
     options = _executor_options(args)
-    check_executor(options["executor"], options["workers"], options["ray_address"], options["gpus_per_worker"],
-                   options["threads"])  # a command-line mistake is not the file's
-    plans = sweep_plans(args.file, data_root=args.data_root, **options)
+    options.check()  # a command-line mistake is not the file's
+    plans = sweep_plans(args.file, data_root=args.data_root, executor=options)
     if args.device != "auto":  # --device on the command line wins over the file's
         for plan in plans:
             plan.device = args.device
@@ -277,7 +277,6 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
-    from .executors import check_executor
     from .registry import DEFENSES, TABLES
     from .report.table import ReportContext
     from .store import ResultStore
@@ -288,10 +287,10 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     for option, value in [("--preset", args.preset)] + [("--fallback", f) for f in fallback]:
         if value not in known:  # a typo would otherwise render every cell 'not run'
             raise OTBenchError(f"unknown {option} '{value}'; valid: {', '.join(known)}")
-    check_executor(args.executor, args.workers, args.ray_address, args.gpus_per_worker, args.threads)
     ctx = ReportContext(preset=args.preset, fallback=fallback, n=args.n, seed=args.seed,
                         subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
-                        progress=not args.quiet, **_executor_options(args))
+                        progress=not args.quiet, executor=_executor_options(args))
+    ctx.executor.check()
     store = ResultStore(args.results)
     try:
         if args.fill:
@@ -315,8 +314,7 @@ def _fill(args: argparse.Namespace, specs: list[Any], store: Any, ctx: Any) -> N
     from .data import load_dataset
     from .executors import open_executor
 
-    executor = open_executor(ctx.executor, ctx.workers, ctx.ray_address, ctx.gpus_per_worker, ctx.threads,
-                             ctx.device)
+    executor = open_executor(ctx.executor, ctx.device)
     ctx = replace(ctx, backend=executor)
     try:
         for spec in specs:

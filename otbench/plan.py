@@ -17,7 +17,7 @@ from .data import EvalSubset, dataset_meta, eval_subset, load_dataset, resolve_d
 from .data.base import check_cache_writable
 from .defense import Defense, build_config, create_defense
 from .errors import OTBenchError
-from .executors import check_executor
+from .executors.options import ExecutorOptions
 from .provenance import resolve_device
 from .registry import ATTACKS, DATASETS, DEFENSES
 from .runner import (DEFAULT_CHUNK, OpenSuite, SuiteResult, close_cell, close_suite, open_suite,
@@ -56,11 +56,7 @@ class RunPlan:
     checks: bool = True
     auto_eot: bool = True  # False: attack settings exactly as given (report tables), no EOT added
     # where the chunks are computed (otbench.executors): the numbers do not depend on it
-    executor: str = "local"
-    workers: int | None = None  # ray: default one per GPU when the cluster has GPUs, else one per CPU
-    ray_address: str | None = None  # ray: default $RAY_ADDRESS, else a local Ray started for the run
-    gpus_per_worker: float | None = None  # ray: default 1 when the cluster has GPUs
-    threads: int | None = None  # torch CPU threads per worker (ray: default 1; local: torch's own)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
 
     @classmethod
     def grid(cls, dataset: str, defenses: list[str], attacks: list[str], eps: list[float] | None, preset: str,
@@ -94,7 +90,7 @@ class RunPlan:
         if meta.test_size is not None and self.n > meta.test_size:
             raise OTBenchError(f"--n {self.n} is more than the {meta.test_size} test samples of '{self.dataset}'; "
                                f"valid: 1 to {meta.test_size}")
-        check_executor(self.executor, self.workers, self.ray_address, self.gpus_per_worker, self.threads)
+        self.executor.check()
         if not self.jobs or not all(job.attacks for job in self.jobs):
             raise OTBenchError("the run plan is empty: give at least one defense (--defense) and one attack (--attack)")
         for job in self.jobs:
@@ -127,19 +123,14 @@ class RunPlan:
         try:
             resolve_device(self.device)
         except OTBenchError:
-            if self.executor != "ray" or not str(self.device).startswith("cuda"):
+            if not self.executor.distributed or not str(self.device).startswith("cuda"):
                 raise
-
-    def executor_options(self) -> dict[str, Any]:
-        return {"name": self.executor, "workers": self.workers, "ray_address": self.ray_address,
-                "gpus_per_worker": self.gpus_per_worker, "threads": self.threads, "device": self.device}
 
     def describe(self) -> list[str]:
         """The plan as lines a person can check before it runs (`--dry-run`)."""
         lines = [f"dataset {self.dataset}: {self.n} test samples (subset seed {self.subset_seed}), attack seed "
                  f"{self.seed}, chunks of {self.chunk}, device {self.device}, checks {'on' if self.checks else 'off'}",
-                 f"executor {self.executor}" + (f", {self.workers} workers" if self.workers else "")
-                 + (f" at {self.ray_address}" if self.ray_address else "")]
+                 self.executor.describe()]
         cells = 0
         for job in self.jobs:
             sets = ", ".join(f"{s}.{k}={v}" for s, kv in job.overrides.items() for k, v in kv.items())
@@ -154,17 +145,17 @@ class RunPlan:
 
     # -- running ----------------------------------------------------------------------------------------------
     def execute(self, store: ResultStore | str | Path | None, progress: bool = True,
-                executor: "Executor | None" = None) -> list[SuiteResult]:
+                backend: "Executor | None" = None) -> list[SuiteResult]:
         """Load the data, build each defense (training it if no cached model matches) and run its cells
-        through the executor (the plan's own, or `executor`, one opened by the caller for several plans). A
+        through the executor (the plan's own, or `backend`, one opened by the caller for several plans). A
         store given as a path is opened only once the defenses are built: a mistake found until then leaves no
         file behind."""
-        return execute_plans([self], store, progress, executor)[0]
+        return execute_plans([self], store, progress, backend)[0]
 
     def run_job(self, job: DefenseJob, defense: Defense, subset: EvalSubset, store: ResultStore,
-                progress: bool = True, executor: "Executor | None" = None) -> SuiteResult:
+                progress: bool = True, backend: "Executor | None" = None) -> SuiteResult:
         """One defense's cells, on a defense the caller built (an analysis that needs the defense too)."""
-        return execute_plans([self], store, progress, executor, built={id(job): (defense, subset)})[0][0]
+        return execute_plans([self], store, progress, backend, built={id(job): (defense, subset)})[0][0]
 
     def open_job(self, job: DefenseJob, defense: Defense, subset: EvalSubset, store: ResultStore) -> OpenSuite:
         budgets = {a.name: list(a.eps) for a in job.attacks}
@@ -174,19 +165,19 @@ class RunPlan:
 
 
 def execute_plans(plans: list[RunPlan], store: ResultStore | str | Path | None, progress: bool = True,
-                  executor: "Executor | None" = None,
+                  backend: "Executor | None" = None,
                   built: dict[int, tuple[Defense, EvalSubset]] | None = None
                   ) -> list[list[SuiteResult]]:
     """Run several plans as one grid: build every defense here (once per dataset, name, preset and settings;
     training, if any, happens here, once), open every cell, send all their missing chunks through one executor
     (one progress bar over the grid), then close each defense's cells (summaries, worst case, flags). Without
-    `executor`, the first plan's is opened and closed here; `built`: defenses a caller built, by id(job)."""
+    `backend`, the first plan's executor is opened and closed here; `built`: defenses a caller built, by id(job)."""
     from .executors import dispatch, open_executor
 
     built = dict(built or {})
     opened = None  # the store, when this opened it from a path
-    own = executor is None
-    executor = executor or open_executor(**plans[0].executor_options())  # Ray's workers start meanwhile
+    own = backend is None
+    executor = backend or open_executor(plans[0].executor, plans[0].device)  # Ray's workers start meanwhile
     try:
         datasets: dict[tuple[str, str | None], Any] = {}
         defenses: dict[str, Defense] = {}
@@ -233,6 +224,6 @@ def _driver_device(plan: RunPlan) -> Any:
     try:
         return resolve_device(plan.device)
     except OTBenchError:
-        if plan.executor != "ray":
+        if not plan.executor.distributed:
             raise
         return resolve_device("cpu")

@@ -105,7 +105,7 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
 
 def sweep_plans(path: str | Path, **options: Any) -> list[RunPlan]:
     """One run plan per attack seed, each with every (defense, preset) job under every attack; all validated.
-    `options`: RunPlan keywords from the command line (data_root, executor, workers...). An error names
+    `options`: RunPlan keywords from the command line (data_root, executor: ExecutorOptions). An error names
     the file."""
     try:
         cfg = read_sweep(path)

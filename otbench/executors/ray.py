@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import OTBenchError, raise_if_interrupted
 from ..runner import ChunkResult
-from . import check_address
+from .options import check_address
 
 DEPTH = 2  # chunks in flight per actor: the next one is queued while one computes
 WAIT_S = 0.5  # longest the driver waits on Ray before it looks for a Ctrl-C again

@@ -26,10 +26,11 @@ from ..errors import OTBenchError
 from ..registry import DEFENSES
 from ..store import AnalysisRecord, ResultStore
 from .paper import paper_value
-from .spec import Column, Row, TableSpec
+from .layout import ATTACK_METRICS, Column, Row
+from .render import render_analysis
+from .spec import TableSpec
 from .table import ReportContext, Table
 
-ATTACK_METRICS = ("clean", "robust")
 KINDS = (*ATTACK_METRICS, "training", "analysis", "constant")
 PIXELS = "pixels"  # the `defense` of an analysis of the data themselves
 
@@ -133,8 +134,6 @@ class AnalysisTable(Table):
         fill_analysis(self, store, ctx)
 
     def render(self, store: ResultStore, out_dir: Path, ctx: ReportContext) -> list[Path]:
-        from .render import render_analysis
-
         return render_analysis(self, store, Path(out_dir), ctx)
 
     # -- values ---------------------------------------------------------------------------------------------
@@ -304,7 +303,7 @@ def fill_analysis(table: AnalysisTable, store: ResultStore, ctx: ReportContext) 
                 plan.validate()
             defense = create_defense(row.defense, data, ctx.preset, row.overrides, device)
             if job.attacks:
-                plan.run_job(job, defense, subset, store, ctx.progress, executor=ctx.backend)
+                plan.run_job(job, defense, subset, store, ctx.progress, backend=ctx.backend)
             kinds = dict.fromkeys(v.metric.analysis for v in todo if v.metric.kind == "analysis")
             for kind in kinds:
                 analysis = table.analysis(kind)
@@ -323,19 +322,3 @@ def fill_analysis(table: AnalysisTable, store: ResultStore, ctx: ReportContext) 
                 if ctx.progress:
                     print(f"{table.name}: {section.label} / {row.label}: {kind} on {len(ids)} samples in "
                           f"{time.time() - start:.0f} s", file=sys.stderr)
-
-
-def analysis_lines(values: list[Value]) -> list[str]:
-    """One provenance line per stored analysis record the table shows."""
-    seen, lines = set(), []
-    for v in values:
-        rec = v.record
-        if rec is None or rec.key in seen:
-            continue
-        seen.add(rec.key)
-        params = ", ".join(f"{k}={val}" for k, val in rec.identity["params"].items())
-        lines.append(f"- {v.section.label} / {v.row.label}: `{rec.kind}`{' (' + params + ')' if params else ''} on "
-                     f"{len(rec.sample_ids)} samples, {rec.wall_seconds:.0f} s on {rec.machine}, {rec.device}; "
-                     f"`{rec.command}`")
-    return lines
-

@@ -13,11 +13,12 @@ from ..metrics import regression_metrics
 from ..registry import ATTACKS, DEFENSES
 from ..store import ResultStore
 from .paper import paper_value
-from .spec import REGRESSION_METRICS, Column, Row, TableSpec, column_config, row_attack
+from .layout import REGRESSION_METRICS, Column, Row, column_config, row_attack
 from .table import ReportContext
 
 if TYPE_CHECKING:
     from ..plan import RunPlan
+    from .spec import TableSpec
 
 
 @dataclass
@@ -145,7 +146,7 @@ def fill_cells(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> None:
     """Run every cell of the table the store does not hold at ctx.preset (`fill_plan`)."""
     plan = fill_plan(spec, store, ctx)
     if plan is not None:
-        plan.execute(store, progress=ctx.progress, executor=ctx.backend)
+        plan.execute(store, progress=ctx.progress, backend=ctx.backend)
 
 
 def fill_plan(spec: TableSpec, store: ResultStore, ctx: ReportContext) -> "RunPlan | None":

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..registry import DEFENSES
 from .cells import Cell, row_label
-from .spec import TableSpec
+
+if TYPE_CHECKING:
+    from .spec import TableSpec
 
 
 def accuracy_lines(spec: TableSpec, cells: list[Cell], preset: str, path: Path) -> Path:
@@ -46,8 +49,6 @@ def accuracy_curve(spec: TableSpec, cells: list[Cell], preset: str, path: Path) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from otbench.report.render import row_label
 
     fig, ax = plt.subplots(figsize=(9.0, 4.6))
     ns = sorted({c.n for c in cells if c.status == "measured"})

@@ -11,10 +11,11 @@ import pandas as pd
 from ..store import ResultStore
 from .cells import Cell, collect, row_label
 from .figures import FIGURES
-from .spec import REGRESSION_METRICS, Column, TableSpec
+from .layout import ATTACK_METRICS, REGRESSION_METRICS, Column, Row
 
 if TYPE_CHECKING:
     from .analysis import AnalysisTable, Value
+    from .spec import TableSpec
     from .table import ReportContext
 
 
@@ -241,8 +242,6 @@ def _value_text(v: "Value", row_n: int) -> str:
 
 
 def _analysis_grid(table: "AnalysisTable", values: list["Value"]) -> list[list[str]]:
-    from .analysis import ATTACK_METRICS
-
     by = {(v.section.label, v.row.label, v.metric.label): v for v in values}
     lines = []
     for section in table.sections:
@@ -256,9 +255,6 @@ def _analysis_grid(table: "AnalysisTable", values: list["Value"]) -> list[list[s
 
 
 def render_analysis(table: "AnalysisTable", store: ResultStore, out_dir: Path, ctx: "ReportContext") -> list[Path]:
-    from .analysis import analysis_lines
-    from .spec import Row
-
     values = table.collect(store, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
@@ -299,3 +295,18 @@ def render_analysis(table: "AnalysisTable", store: ResultStore, out_dir: Path, c
     if table.figure is not None and any(v.measured is not None for v in values):
         paths.append(table.figure(table, values, out_dir / f"{table.name}.png"))
     return paths
+
+
+def analysis_lines(values: list["Value"]) -> list[str]:
+    """One provenance line per stored analysis record the table shows."""
+    seen, lines = set(), []
+    for v in values:
+        rec = v.record
+        if rec is None or rec.key in seen:
+            continue
+        seen.add(rec.key)
+        params = ", ".join(f"{k}={val}" for k, val in rec.identity["params"].items())
+        lines.append(f"- {v.section.label} / {v.row.label}: `{rec.kind}`{' (' + params + ')' if params else ''} on "
+                     f"{len(rec.sample_ids)} samples, {rec.wall_seconds:.0f} s on {rec.machine}, {rec.device}; "
+                     f"`{rec.command}`")
+    return lines

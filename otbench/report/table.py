@@ -12,6 +12,8 @@ from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..executors.options import ExecutorOptions
+
 
 @dataclass(frozen=True)
 class ReportContext:
@@ -27,20 +29,14 @@ class ReportContext:
     device: str = "auto"
     data_root: str | None = None
     progress: bool = True
-    # where filled chunks are computed (otbench.executors), and the executor the command opened for all tables
-    executor: str = "local"
-    workers: int | None = None
-    ray_address: str | None = None
-    gpus_per_worker: float | None = None
-    threads: int | None = None
+    # where filled chunks are computed, and the executor the command opened for all tables
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
     backend: Any = field(default=None, compare=False, repr=False)
 
     def plan_options(self) -> dict[str, Any]:
         """The RunPlan keywords a table's fill uses."""
         return {"n": self.n, "subset_seed": self.subset_seed, "seed": self.seed, "chunk": self.chunk,
-                "device": self.device, "data_root": self.data_root, "executor": self.executor,
-                "workers": self.workers, "ray_address": self.ray_address, "gpus_per_worker": self.gpus_per_worker,
-                "threads": self.threads}
+                "device": self.device, "data_root": self.data_root, "executor": self.executor}
 
 
 @dataclass(frozen=True)

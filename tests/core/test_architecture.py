@@ -52,11 +52,25 @@ def layer(module: str) -> str | None:
     return "core"
 
 
-def imports(module: str, path: Path) -> list[str]:
-    """Absolute names of every module `path` imports (relative imports resolved), function-level ones included."""
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:`: annotations only, never executed, so never a runtime cycle."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def imports(module: str, path: Path, runtime_only: bool = False) -> list[str]:
+    """Absolute names of every module `path` imports (relative imports resolved), function-level ones included;
+    `runtime_only`: leaving out those under `if TYPE_CHECKING:`."""
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    tree = ast.parse(path.read_text())
+    skip = _type_only(tree) if runtime_only else set()
     out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -80,7 +94,7 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     """Edges between the given modules: `from a.b import c` points at a.b.c where that is a module, else at a.b."""
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for target in imports(name, path):
+        for target in imports(name, path, runtime_only=True):
             if target in modules and target != name:
                 graph[name].add(target)
     # `from a.b import c` also yields a.b; keep only the most specific module each statement names
@@ -182,7 +196,10 @@ def test_the_check_sees_a_cycle_through_a_function_level_import(tmp_path):
                                     "otbench/report/a.py": "from .b import f\n",
                                     "otbench/report/b.py": "def f():\n    from otbench.report.c import g\n",
                                     "otbench/report/c.py": "from otbench.report import a\n",
-                                    "otbench/report/d.py": "from otbench.report import a\n"})
+                                    "otbench/report/d.py": "from otbench.report import a\n",
+                                    "otbench/report/e.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                                           "    from .f import x\n",
+                                    "otbench/report/f.py": "from . import e\n"})
     assert cycles(import_graph(modules)) == [["otbench.report.a", "otbench.report.b", "otbench.report.c"]]
 
 

@@ -37,12 +37,14 @@ def grid(executor: str = "local", attacks: dict[str, tuple[tuple, dict]] | None 
          defenses: tuple[str, ...] = ("standard", "knn"), **options) -> RunPlan:
     """Tiny defenses on real MNIST, by default under Square and NGOpt (attack -> (eps, settings)), 8 samples
     in chunks of 4, with the undefended-network checks (their cells go through the executor too)."""
+    from otbench.executors import ExecutorOptions
     from otbench.plan import AttackJob, DefenseJob
 
     jobs = tuple(AttackJob(a, eps, config) for a, (eps, config) in (attacks or {**SQUARE, **NGOPT}).items())
     methods = {"train": dict(TINY_TRAIN), "defense": {}}
+    where = {k: options.pop(k) for k in ("workers", "ray_address", "gpus_per_worker", "threads") if k in options}
     return RunPlan("mnist", [DefenseJob(d, "quick", methods, jobs) for d in defenses], n=8, chunk=4,
-                   data_root=str(DATA), executor=executor, **options)
+                   data_root=str(DATA), executor=ExecutorOptions(executor, **where), **options)
 
 
 def stored(path: Path) -> dict[str, list[tuple]]:

@@ -15,7 +15,7 @@ from otbench.attacks.square import Square
 from otbench.cli import main
 from otbench.data import eval_subset
 from otbench.errors import OTBenchError
-from otbench.executors import EXECUTORS, check_executor, ray_available
+from otbench.executors import EXECUTORS, ExecutorOptions, ray_available
 from otbench.registry import ATTACKS
 from otbench.runner import run_suite
 from otbench.store import ResultStore
@@ -129,7 +129,7 @@ def test_ray_available_says_whether_ray_imports():
     assert ray_available() is expected
     if not expected:
         with pytest.raises(OTBenchError, match=r"pip install 'otbench\[ray\]'"):
-            check_executor("ray")
+            ExecutorOptions("ray").check()
 
 
 @pytest.mark.parametrize("resources,options,shape", [
