@@ -8,7 +8,7 @@ Checks on stored cells (cheap, run after every `otbench run` and in every report
 - `eps-not-monotone`: robust accuracy must not rise with eps beyond sampling noise.
 - `gradient-free-beats-gradient`: a gradient-free attack doing better than a gradient attack on the same
   defense, eps and norm points to masked or obfuscated gradients.
-Checks that query the defense (`preflight`, `undefended_check`):
+Checks that query the defense (`preflight`, and the undefended-network check of the runner's suites):
 - `randomized`: outputs that change between identical calls; such defenses get EOT automatically, and
   one that did not declare it is flagged.
 - `zero-gradients`: inputs whose loss gradient is exactly zero (gradient masking by saturation).

@@ -181,7 +181,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .data import dataset_meta, load_dataset
-    from .defense import build_config, create_defense
+    from .defense import build_config, check_task, create_defense
     from .provenance import resolve_device
     from .registry import DATASETS, DEFENSES
 
@@ -189,9 +189,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     DATASETS.get(args.dataset)
     overrides = _overrides(args)
     build_config(cls, args.preset, overrides)
-    if cls.task != dataset_meta(args.dataset).task:
-        raise OTBenchError(f"defense '{args.defense}' is a {cls.task} defense and dataset '{args.dataset}' is a "
-                           f"{dataset_meta(args.dataset).task} dataset")
+    check_task(cls, args.dataset, dataset_meta(args.dataset).task)
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, args.data_root)
     start = time.time()

@@ -20,6 +20,19 @@ from .registry import DEFENSES
 
 TASKS = ("classification", "regression")
 SECTIONS = ("train", "defense")
+# What a preset's models are, for a report row taken from it instead of the preset asked for (`--fallback`). The
+# method layer that defines a preset describes it here (describe_preset), so the core names no method's network.
+PRESET_NOTES: dict[str, str] = {
+    "quick": "`quick` the reduced scale (most such rows need a GPU to train at the paper's)"}
+
+
+def describe_preset(name: str, note: str) -> None:
+    """Say in one clause what preset `name`'s models are (it stands in the fallback note of report tables)."""
+    PRESET_NOTES[name] = note
+
+
+def preset_note(name: str) -> str:
+    return PRESET_NOTES.get(name, f"`{name}` a preset of its own")
 
 
 class Defense:
@@ -169,6 +182,13 @@ class DefenseModule(nn.Module):
             return self.defense.logits(x)
         with torch.no_grad():
             return self.defense.logits(x)
+
+
+def check_task(defense: type[Defense] | Defense, dataset: str, dataset_task: str) -> None:
+    """A regression defense needs a regression dataset and a classifier a classification one: one line if not."""
+    if defense.task != dataset_task:
+        raise OTBenchError(f"defense '{defense.name}' is a {defense.task} defense and dataset '{dataset}' is a "
+                           f"{dataset_task} dataset")
 
 
 def build_config(cls: type[Defense], preset: str, overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:

@@ -10,12 +10,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import SECTIONS
 from .data import EvalSubset, dataset_meta, eval_subset, load_dataset, resolve_data_root
 from .data.base import check_cache_writable
-from .defense import Defense, build_config, create_defense
+from .defense import Defense, build_config, check_task, create_defense
 from .errors import OTBenchError
 from .executors.options import ExecutorOptions
 from .provenance import resolve_device
@@ -96,17 +97,11 @@ class RunPlan:
         for job in self.jobs:
             cls = DEFENSES.get(job.name)
             build_config(cls, job.preset, job.overrides)  # presets, setting names and types
-            if cls.task != meta.task:
-                raise OTBenchError(f"defense '{job.name}' is a {cls.task} defense and dataset '{self.dataset}' is a "
-                                   f"{meta.task} dataset")
+            check_task(cls, self.dataset, meta.task)
             for attack in job.attacks:
                 acls = ATTACKS.get(attack.name)
                 acls.check_capabilities(cls)
-                if meta.domain != (0.0, 1.0) and not acls.any_domain:
-                    ok = sorted(n for n in ATTACKS.names() if ATTACKS.get(n).any_domain)
-                    raise OTBenchError(f"attack '{attack.name}' assumes inputs in [0, 1], but dataset '{self.dataset}' "
-                                       f"has input domain {'unbounded' if meta.domain is None else list(meta.domain)}; "
-                                       f"attacks that support it: {', '.join(ok)}")
+                acls.check_domain(meta.domain, self.dataset)
                 if not attack.eps:
                     raise OTBenchError(f"attack '{attack.name}' has no budget to run at; give one with --eps")
                 for eps in attack.eps:
@@ -216,6 +211,21 @@ def execute_plans(plans: list[RunPlan], store: ResultStore | str | Path | None, 
             executor.close()
         if opened is not None:
             opened.close()
+
+
+def evaluate_defense(defense: Defense, attacks: dict[str, Sequence[float]], subset: EvalSubset,
+                     store: ResultStore | str | Path | None, attack_config: dict[str, Any] | None = None, *,
+                     seed: int = 0, chunk: int = DEFAULT_CHUNK, checks: bool = True, auto_eot: bool = True,
+                     progress: bool = False, backend: "Executor | None" = None) -> SuiteResult:
+    """Every (attack, eps) cell of a defense already built (a purpose-made one too), on `subset`: the run plan
+    the CLI executes, with this defense in place of one built from the registry. Attack settings as in
+    `RunPlan.grid` (`KEY` to every attack that has it, `NAME.KEY` or {NAME: {...}} to one)."""
+    per_attack = split_attack_config(attack_config, list(attacks))
+    job = DefenseJob(defense.name, str(defense.config.get("preset")), {},
+                     tuple(AttackJob(name, tuple(eps), per_attack[name]) for name, eps in attacks.items()))
+    plan = RunPlan(defense.data.name, [job], n=len(subset.ids), subset_seed=subset.seed, seed=seed, chunk=chunk,
+                   device=str(defense.device), checks=checks, auto_eot=auto_eot)
+    return plan.run_job(job, defense, subset, store, progress, backend)
 
 
 def _driver_device(plan: RunPlan) -> Any:

@@ -5,6 +5,7 @@ store the defense's clean and perturbed outputs beside the target, and summarise
 (otbench.metrics); their label columns are 0 and their robust flags mean nothing."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -14,12 +15,11 @@ import torch
 from .attacks import Attack, AttackOutput
 from .attacks.base import GRADIENT_NEEDS
 from .data import Dataset, EvalSubset
-from .defense import Defense, check_finite_outputs
+from .defense import Defense, check_finite_outputs, check_task
 from .errors import OTBenchError
 from .guard import check_threat_model
 from .identity import cell_key
 from .metrics import regression_metrics
-from .progress import QueryProgress
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
 from .store import OutputRow, ResultStore, SampleRow
@@ -74,15 +74,6 @@ def is_regression(defense: Defense) -> bool:
     return defense.task == "regression"
 
 
-def check_task(defense: Defense) -> None:
-    """A regression defense needs a regression dataset (num_classes 0) and a classifier a classification one."""
-    regression_data = defense.data.num_classes == 0
-    if is_regression(defense) != regression_data:
-        kind = "regression" if regression_data else "classification"
-        raise OTBenchError(f"defense '{defense.name}' is a {defense.task} defense and dataset "
-                           f"'{defense.data.name}' is a {kind} dataset")
-
-
 @dataclass
 class ChunkResult:
     """One evaluated chunk, wherever it ran: its rows (and regression outputs), wall time and device; `machine`
@@ -127,7 +118,7 @@ def open_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset
               attack_config: dict[str, Any] | None = None, seed: int = 0,
               chunk_size: int = DEFAULT_CHUNK) -> OpenCell:
     """Record the cell (if new), list the chunks the store lacks and start its `runs` row."""
-    check_task(defense)
+    check_task(defense, defense.data.name, defense.data.task)
     attack: Attack = ATTACKS.get(attack_name)(defense, eps, **(attack_config or {}))
     cell_id = _cell_id(defense, attack, seed, subset.seed, chunk_size)
     data = defense.data
@@ -135,6 +126,7 @@ def open_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset
         "dataset": data.name, "defense": defense.name, "defense_config": {**defense.config, **_model_meta(defense)},
         "attack": attack.name, "attack_config": {**attack.config, "chunk_size": chunk_size}, "eps": attack.eps,
         "seed": seed, "subset_seed": subset.seed, "preset": defense.config.get("preset")})
+    check_same_network(store, cell_id, defense, attack)
     done = store.done_ids(cell_id)
     chunks = [(c, list(subset.ids[s:s + chunk_size])) for c, s in enumerate(range(0, len(subset.ids), chunk_size))]
     todo = [(c, ids) for c, ids in chunks if not set(ids) <= done]
@@ -165,32 +157,9 @@ def close_cell(store: ResultStore, cell: OpenCell, status: str) -> None:
         cell.status = status
 
 
-def fill_cell(store: ResultStore, cell: OpenCell, progress: bool = True) -> None:
-    """Compute and commit every missing chunk of an open cell here, in order (the local way)."""
-    status = "interrupted"
-    try:
-        with QueryProgress(cell.defense, cell.attack.expected_calls(), len(cell.todo), cell.label, progress) as bar:
-            for done, (chunk, ids) in enumerate(cell.todo, 1):
-                commit_chunk(store, cell, chunk, ids, compute_chunk(cell.defense, cell.attack, ids,
-                                                                    cell.chunk_seed(chunk)))
-                bar.chunk_done(done)
-        status = "complete"
-    finally:
-        close_cell(store, cell, status)
-
-
 def summarize_cell(store: ResultStore, cell: OpenCell) -> CellSummary:
     return summarize(store, cell.cell_id, cell.defense.data.name, cell.defense, cell.attack, cell.subset,
                      cell.computed)
-
-
-def run_cell(defense: Defense, attack_name: str, eps: float, subset: EvalSubset, store: ResultStore,
-             attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-             progress: bool = True) -> CellSummary:
-    """Evaluate one cell on `subset` in this process, reusing stored rows and committing each finished chunk."""
-    cell = open_cell(defense, attack_name, eps, subset, store, attack_config, seed, chunk_size)
-    fill_cell(store, cell, progress)
-    return summarize_cell(store, cell)
 
 
 def guarded_attack(attack: Attack, x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[AttackOutput, torch.Tensor]:
@@ -206,7 +175,7 @@ def attacked_inputs(defense: Defense, attack_name: str, eps: float, config: dict
                     y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Adversarial versions of x under a registered attack, through the guard (for analyses that need the
     inputs themselves, e.g. codes of adversarial images)."""
-    check_task(defense)
+    check_task(defense, defense.data.name, defense.data.task)
     return guarded_attack(ATTACKS.get(attack_name)(defense, eps, **config), x, y, seed)[0].adv
 
 
@@ -370,23 +339,6 @@ def close_suite(store: ResultStore, suite: OpenSuite) -> SuiteResult:
     return SuiteResult(summaries, worst, flags, subset.ids)
 
 
-def run_suite(defense: Defense, attacks: dict[str, list[float]], subset: EvalSubset, store: ResultStore,
-              attack_config: dict[str, Any] | None = None, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-              progress: bool = True, checks: bool = True, auto_eot: bool = True) -> SuiteResult:
-    """Every (attack, eps) cell for one defense, computed in this process (open_suite, fill_cell, close_suite);
-    a run plan sends the same cells through an executor instead (otbench.executors)."""
-    suite = open_suite(defense, attacks, subset, store, attack_config, seed, chunk_size, checks, auto_eot)
-    try:
-        for cell in suite.cells:
-            fill_cell(store, cell, progress)
-        for _, cell in suite.undefended:
-            fill_cell(store, cell, progress=False)
-    finally:
-        for cell in suite.all_cells():
-            close_cell(store, cell, "interrupted")
-    return close_suite(store, suite)
-
-
 def split_attack_config(attack_config: dict[str, Any] | None, names: list[str]) -> dict[str, dict[str, Any]]:
     """Attack settings per attack. `KEY` goes to every attack of the run that has that setting (`--set
     attack.steps=50`); `NAME.KEY` (or a [attack.NAME] table) to attack NAME only. A key no attack of the
@@ -413,20 +365,10 @@ def split_attack_config(attack_config: dict[str, Any] | None, names: list[str]) 
     return out
 
 
-def undefended_check(defense: Defense, attack_name: str, attack_config: dict[str, Any], subset: EvalSubset,
-                     store: ResultStore, seed: int, progress: bool) -> list[Any]:
-    """Run the attack at a budget that must break anything on the defense's undefended network; an
-    attack that leaves it above chance is too weak to vouch for the defense (otbench.checks)."""
-    cell = open_undefended(defense, attack_name, attack_config, subset, store, seed)
-    if cell is None:
-        return []
-    fill_cell(store, cell, progress=False)
-    return undefended_flags(store, defense, attack_name, cell)
-
-
 def open_undefended(defense: Defense, attack_name: str, attack_config: dict[str, Any], subset: EvalSubset,
                     store: ResultStore, seed: int) -> OpenCell | None:
-    """The undefended-network cell of `undefended_check`, opened; None where the check does not apply."""
+    """The cell of the undefended-network check (otbench.checks: the attack at a budget that must break anything,
+    on the defense's undefended network), opened; None where the check does not apply."""
     from . import checks as chk
 
     cls = ATTACKS.get(attack_name)
@@ -446,7 +388,8 @@ def open_undefended(defense: Defense, attack_name: str, attack_config: dict[str,
 
 
 def undefended_flags(store: ResultStore, defense: Defense, attack_name: str, cell: OpenCell) -> list[Any]:
-    """The verdict of `undefended_check` on its filled cell."""
+    """The verdict of the undefended-network check on its filled cell: an attack that leaves the undefended
+    network above chance is too weak to vouch for the defense."""
     from . import checks as chk
 
     s = summarize_cell(store, cell)
@@ -461,12 +404,51 @@ def undefended_flags(store: ResultStore, defense: Defense, attack_name: str, cel
     return []
 
 
-def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...]) -> dict[str, Any]:
-    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets."""
-    per_attack = [{r.sample_id: r for r in store.rows(c, ids)} for c in cell_ids]
+def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | None = None,
+               metric: str = "robust") -> dict[str, Any]:
+    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets, over the
+    samples every cell holds (of `ids`, when given). `metric` "clean": correct in every cell's clean prediction.
+    The one definition of the worst case: `otbench run`'s summary and the report tables' worst cells read it."""
+    if metric not in ("robust", "clean"):
+        raise ValueError(f"worst case of '{metric}': robust or clean")
+    per_attack = [{r.sample_id: getattr(r, "clean_correct" if metric == "clean" else "robust")
+                   for r in store.rows(c, ids)} for c in cell_ids]
     common = set.intersection(*(set(p) for p in per_attack)) if per_attack else set()
-    robust = sum(all(p[i].robust for p in per_attack) for i in common)
-    return {"n": len(common), "robust_accuracy": robust / max(len(common), 1)}
+    kept = sum(all(p[i] for p in per_attack) for i in common)
+    return {"n": len(common), "robust_accuracy": kept / max(len(common), 1)}
+
+
+# What a training record says of the run rather than of the network: left out when two records are compared.
+_RUN_KEYS = ("train_seconds", "device", "threads")
+
+
+def network_signature(record: Any) -> Any:
+    """A training record without the keys that describe the run (time, device, threads): what remains (test
+    accuracy, losses, errors measured on fixed data) is a function of the trained weights."""
+    if isinstance(record, dict):
+        return {k: network_signature(v) for k, v in record.items() if k not in _RUN_KEYS}
+    return record
+
+
+def check_same_network(store: ResultStore, cell_id: str, defense: Defense, attack: Attack) -> None:
+    """Refuse to add rows to a cell whose stored rows came from another trained network. The cell's key holds the
+    settings, not the weights: a network retrained on another CPU model (another float reduction order) or
+    thread count is another model, and extending its cell would mix two models in one number."""
+    (cell,) = store.cells(cell_id=cell_id)
+    stored = cell["defense_config"].get("trained")
+    current = _model_meta(defense).get("trained")
+    if stored is None or network_signature(stored) == network_signature(current):
+        return
+    raise OTBenchError(
+        f"{defense.name}/{attack.name} eps={attack.eps:g}: the stored cell was computed with another network "
+        f"({_record_summary(stored)}) than the one built here ({_record_summary(current)}), e.g. one trained on "
+        f"another CPU model or thread count; its rows cannot be extended. Use another --results file, or the "
+        f"machine and --threads that trained it")
+
+
+def _record_summary(record: Any) -> str:
+    flat = json.dumps(network_signature(record), sort_keys=True)
+    return flat if len(flat) <= 120 else flat[:117] + "..."
 
 
 def _model_meta(defense: Defense) -> dict[str, Any]:

@@ -159,3 +159,13 @@ class Overstep(Attack):
         d = torch.randn_like(images)
         d = d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         return AttackOutput((images + 1.5 * self.eps * d).clamp(0, 1))
+
+
+def evaluate_cell(defense, attack: str, eps: float, subset, store, config: dict | None = None, seed: int = 0,
+                  chunk_size: int = 100, progress: bool = False):
+    """One cell's summary, computed through the path the CLI takes (a run plan's executor, chunks committed by
+    the driver), with the settings exactly as given: no checks, no EOT added."""
+    from otbench.plan import evaluate_defense
+
+    return evaluate_defense(defense, {attack: [eps]}, subset, store, {attack: dict(config or {})}, seed=seed,
+                            chunk=chunk_size, checks=False, auto_eot=False, progress=progress).cells[0]

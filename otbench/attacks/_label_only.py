@@ -148,9 +148,7 @@ class LabelOnlyAttack(Attack):
 
     @classmethod
     def check_settings(cls, config: dict[str, Any], eps: float) -> None:
-        q = config["max_queries"]
-        if not isinstance(q, int) or q < cls.min_queries:
-            raise OTBenchError(f"{cls.name}: max_queries must be an integer >= {cls.min_queries}, got {q!r}")
+        cls.require_int(config, "max_queries", low=cls.min_queries)
 
     def check_against_defense(self) -> None:
         """Subclasses refuse settings the defense's data cannot serve (one line naming the valid choices)."""

@@ -52,7 +52,7 @@ class Attack:
         self.config = self.settings(config, eps)
         self.defense, self.eps = defense, float(eps)
         self.check_capabilities(type(defense))
-        self.check_domain(defense)
+        self.check_domain(input_domain(defense), getattr(getattr(defense, "data", None), "name", "?"))
 
     @classmethod
     def settings(cls, config: dict[str, Any], eps: float) -> dict[str, Any]:
@@ -79,12 +79,12 @@ class Attack:
         """Ranges of the attack's own settings (one-line OTBenchError naming the valid values); a hook."""
 
     @classmethod
-    def require_positive(cls, config: dict[str, Any], *keys: str) -> None:
-        """Settings that must be integers >= 1 (steps, samples)."""
+    def require_int(cls, config: dict[str, Any], *keys: str, low: int = 1) -> None:
+        """Settings that must be integers >= low (steps, samples, counts): the one check every attack calls."""
         for key in keys:
             value = config[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OTBenchError(f"{cls.name}: {key} must be an integer of at least 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise OTBenchError(f"{cls.name}: {key} must be an integer >= {low}, got {value!r}")
 
     @property
     def domain(self) -> tuple[float, float] | None:
@@ -92,14 +92,14 @@ class Attack:
         return input_domain(self.defense)
 
     @classmethod
-    def check_domain(cls, defense: Defense) -> None:
-        """Refuse a dataset whose input domain is not [0, 1] unless the attack handles any domain."""
-        domain = input_domain(defense)
+    def check_domain(cls, domain: tuple[float, float] | None, dataset: str) -> None:
+        """Refuse a dataset whose input domain is not [0, 1] unless the attack handles any domain (the run plan
+        asks this of the dataset's declared domain, an attack built on a defense of its data's)."""
         if domain != (0.0, 1.0) and not cls.any_domain:
             from ..registry import ATTACKS
             ok = sorted(n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "any_domain", False))
-            raise OTBenchError(f"attack '{cls.name}' assumes inputs in [0, 1], but dataset '{defense.data.name}' "
-                               f"has input domain {'unbounded (None)' if domain is None else list(domain)}; "
+            raise OTBenchError(f"attack '{cls.name}' assumes inputs in [0, 1], but dataset '{dataset}' "
+                               f"has input domain {'unbounded' if domain is None else list(domain)}; "
                                f"attacks that support it: {', '.join(ok)}")
 
     @property

@@ -40,7 +40,7 @@ class DMLAttack(Attack):
 
     @classmethod
     def check_settings(cls, config: dict, eps: float) -> None:
-        cls.require_positive(config, "steps")
+        cls.require_int(config, "steps")
 
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:

@@ -29,7 +29,7 @@ class EOTPGD(Attack):
 
     @classmethod
     def check_settings(cls, config: dict, eps: float) -> None:
-        cls.require_positive(config, "steps", "eot_samples")
+        cls.require_int(config, "steps", "eot_samples")
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         model, device = self.defense.module(), self.defense.device

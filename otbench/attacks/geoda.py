@@ -59,8 +59,7 @@ class GeoDA(LabelOnlyAttack):
     def check_settings(cls, config: dict, eps: float) -> None:
         super().check_settings(config, eps)
         c = config
-        if not isinstance(c["sub_dim"], int) or c["sub_dim"] < 1:
-            raise OTBenchError(f"geoda: sub_dim must be an integer >= 1, got {c['sub_dim']!r}")
+        cls.require_int(c, "sub_dim")
         for key in ("bin_search_tol", "lambda_param", "sigma"):
             if c[key] <= 0:
                 raise OTBenchError(f"geoda: {key} must be > 0, got {c[key]!r}")

@@ -38,9 +38,7 @@ class HopSkipJump(LabelOnlyAttack):
         c = config
         if c["init"] not in INITS:
             raise OTBenchError(f"hopskipjump: unknown init '{c['init']}'; valid: {', '.join(INITS)}")
-        for key in ("max_iter", "init_eval", "max_eval", "init_size"):
-            if not isinstance(c[key], int) or c[key] < 1:
-                raise OTBenchError(f"hopskipjump: {key} must be an integer >= 1, got {c[key]!r}")
+        cls.require_int(c, "max_iter", "init_eval", "max_eval", "init_size")
         if c["init_eval"] > c["max_eval"]:
             raise OTBenchError(f"hopskipjump: init_eval ({c['init_eval']}) must be <= max_eval ({c['max_eval']})")
 

@@ -28,104 +28,13 @@ Queries are counted per sample; randomness (refinement only) is seeded by the ca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from ..errors import OTBenchError
 from ..registry import register_attack
-from ._training_points import TrainingPoints
+from ._neighbour_sweep import SWEEP_DEFAULTS, Sweep, check_sweep_data, check_sweep_settings, margins, scores, sweep
 from .base import Attack, AttackOutput
-
-SWEEP_DEFAULTS: dict[str, Any] = {"classes": 9, "points": 3, "k": 10, "steps": 4}
-
-
-def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Z_y - max_{j != y} Z_j: positive while the true class wins."""
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    return true - logits.scatter(1, labels[:, None], float("-inf")).amax(1)
-
-
-def check_sweep(name: str, config: dict[str, Any], defense) -> None:
-    data = getattr(defense, "data", None)
-    if data is None or getattr(data, "x_train", None) is None:
-        raise OTBenchError(f"{name} needs the defense's training data (defense.data.x_train)")
-    for key, low in (("classes", 1), ("points", 0), ("k", 1), ("steps", 1)):
-        v = config[key]
-        if not isinstance(v, int) or v < low:
-            raise OTBenchError(f"{name}: {key} must be an integer >= {low}, got {v!r}")
-    fewest = int(torch.bincount(data.y_train.long(), minlength=data.num_classes).min())
-    if max(config["points"], config["k"]) > fewest:
-        raise OTBenchError(f"{name}: points and k must be at most {fewest}, the training points of the "
-                           f"smallest class; got points={config['points']}, k={config['k']}")
-
-
-def scores(defense, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    """The defense's logits on CPU, asked in batches of at most `batch` inputs."""
-    with torch.no_grad():
-        return torch.cat([defense.logits(x[i:i + batch].to(defense.device)).float().cpu()
-                          for i in range(0, len(x), batch)])
-
-
-@dataclass
-class Sweep:
-    adv: torch.Tensor  # lowest-margin candidate per sample (the input itself where none was queried)
-    margin: torch.Tensor  # its margin (+inf where none was queried)
-    queries: torch.Tensor  # (n,) long
-    fooled: torch.Tensor  # (n,) bool: some candidate was misclassified (adv is then the first one)
-
-
-def targets(points: TrainingPoints, x: torch.Tensor, labels: torch.Tensor, config: dict[str, Any],
-            num_classes: int) -> torch.Tensor:
-    """(n, classes * (points + 1), d) target points, nearest other class first."""
-    n, dist = len(x), points.sq_distances(x)
-    m = max(config["points"], config["k"])
-    per_class = []  # (n, m) nearest indices of each class
-    for c in range(num_classes):
-        per_class.append(points.nearest_of_class(x, torch.full((n,), c), m, dist))
-    near = torch.stack(per_class, 1)  # (n, classes, m)
-    first = dist.gather(1, near[:, :, 0])  # (n, classes) distance to each class's nearest point
-    first[torch.arange(n), labels] = float("inf")
-    order = first.argsort(1)[:, :min(config["classes"], num_classes - 1)]  # other classes, nearest first
-    chosen = near.gather(1, order[:, :, None].expand(-1, -1, m))  # (n, classes, m)
-    flat = points.flat
-    singles = flat[chosen[:, :, :config["points"]]]  # (n, classes, points, d)
-    means = flat[chosen[:, :, :config["k"]]].mean(2, keepdim=True)  # (n, classes, 1, d)
-    return torch.cat([singles, means], 2).flatten(1, 2)
-
-
-def sweep(defense, images: torch.Tensor, labels: torch.Tensor, eps: float, config: dict[str, Any]) -> Sweep:
-    """Stage 1 (see the module docstring), batched over samples and targets."""
-    n, shape = len(images), images.shape[1:]
-    labels = labels.long().cpu()
-    x = images.flatten(1).float().cpu()
-    t = targets(TrainingPoints.of(defense.data), x, labels, config, defense.data.num_classes)
-    diff = t - x[:, None]
-    unit = diff / diff.norm(dim=2, keepdim=True).clamp_min(1e-12)  # (n, T, d)
-    n_t, low, high = unit.shape[1], *defense.data.domain
-    best, best_margin = x.clone(), torch.full((n,), math.inf)
-    queries = torch.zeros(n, dtype=torch.long)
-    fooled = torch.zeros(n, dtype=torch.bool)
-    for r in range(config["steps"]):
-        active = (~fooled).nonzero().flatten()
-        if len(active) == 0:
-            break
-        step = eps * (config["steps"] - r) / config["steps"]
-        cand = (x[active, None] + step * unit[active]).clamp(low, high)  # (a, T, d)
-        logits = scores(defense, cand.view(-1, *shape))
-        queries[active] += n_t
-        m = margins(logits, labels[active].repeat_interleave(n_t)).view(len(active), n_t)
-        wrong = (logits.argmax(1).view(len(active), n_t) != labels[active, None])
-        # the first misclassified candidate where there is one, else the lowest margin
-        pick = torch.where(wrong.any(1), wrong.float().argmax(1), m.argmin(1))
-        pm = m.gather(1, pick[:, None]).squeeze(1)
-        better = wrong.any(1) | (pm < best_margin[active])
-        idx = active[better]
-        best[idx] = cand[better, pick[better]]
-        best_margin[idx] = pm[better]
-        fooled[active] = wrong.any(1)
-    return Sweep(best.view_as(images).to(images.dtype), best_margin, queries, fooled)
 
 
 def refine(defense, images: torch.Tensor, labels: torch.Tensor, start: Sweep, eps: float, budget: int,
@@ -179,12 +88,14 @@ class NeighbourShift(Attack):
     default_eps: ClassVar[tuple[float, ...]] = (2.0, 2.5, 3.0)
     defaults = {"norm": "L2", **SWEEP_DEFAULTS, "refine_queries": 500}
 
+    @classmethod
+    def check_settings(cls, config: dict[str, Any], eps: float) -> None:
+        check_sweep_settings(cls.name, config)
+        cls.require_int(config, "refine_queries", low=0)
+
     def __init__(self, defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)
-        check_sweep(self.name, self.config, defense)
-        if self.config["refine_queries"] < 0:  # an integer: config.merge keeps the default's type
-            raise OTBenchError(f"{self.name}: refine_queries must be an integer >= 0, "
-                               f"got {self.config['refine_queries']!r}")
+        check_sweep_data(self.name, self.config, defense)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         first = sweep(self.defense, images, labels, self.eps, self.config)
@@ -192,22 +103,3 @@ class NeighbourShift(Attack):
             return AttackOutput(first.adv, first.queries)
         adv, more = refine(self.defense, images, labels, first, self.eps, self.config["refine_queries"], seed)
         return AttackOutput(adv, first.queries + more)
-
-
-@register_attack("neighbour-shift-labels")
-class NeighbourShiftLabels(Attack):
-    description = ("the sweep of neighbour-shift with labels only: the first misclassified move toward another "
-                   "class's training points, L2")
-    needs = "labels"
-    norms = ("L2",)
-    default_eps: ClassVar[tuple[float, ...]] = (2.0, 2.5, 3.0)
-    defaults = {"norm": "L2", **SWEEP_DEFAULTS}
-
-    def __init__(self, defense, eps: float, **config: Any) -> None:
-        super().__init__(defense, eps, **config)
-        check_sweep(self.name, self.config, defense)
-
-    def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
-        first = sweep(self.defense, images, labels, self.eps, self.config)
-        adv = torch.where(first.fooled.view(-1, *[1] * (images.dim() - 1)), first.adv, images)
-        return AttackOutput(adv, first.queries)

@@ -80,7 +80,7 @@ class NGOptCW(Attack):
         if config["optimizer"] not in ng.optimizers.registry:
             raise OTBenchError(f"ngopt-cw: unknown nevergrad optimizer '{config['optimizer']}' (e.g. NGOpt, "
                                f"OnePlusOne, CMA; nevergrad.optimizers.registry lists them)")
-        cls.require_positive(config, "budget")
+        cls.require_int(config, "budget")
         if eps <= 0:
             raise OTBenchError(f"ngopt-cw: eps is NGOpt's mutation sigma and must be > 0, got {eps:g}")
 

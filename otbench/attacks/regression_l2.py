@@ -31,7 +31,7 @@ class RegressionL2(Attack):
 
     @classmethod
     def check_settings(cls, config: dict, eps: float) -> None:
-        cls.require_positive(config, "steps")
+        cls.require_int(config, "steps")
 
     @classmethod
     def check_capabilities(cls, defense: type[Defense]) -> None:

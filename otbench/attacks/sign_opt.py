@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import OTBenchError
 from ..registry import register_attack
 from ._label_only import ART_BATCH, LabelOnlyAttack, QueryLog
 
@@ -25,10 +24,7 @@ class SignOPT(LabelOnlyAttack):
     @classmethod
     def check_settings(cls, config: dict, eps: float) -> None:
         super().check_settings(config, eps)
-        for key in ("num_trial", "k", "max_iter"):
-            v = config[key]
-            if not isinstance(v, int) or v < 1:
-                raise OTBenchError(f"sign-opt: {key} must be an integer >= 1, got {v!r}")
+        cls.require_int(config, "num_trial", "k", "max_iter")
 
     def run_art(self, est, x: np.ndarray, y: int, log: QueryLog, rng: np.random.Generator) -> None:
         from art.attacks.evasion import SignOPTAttack

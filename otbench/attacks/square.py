@@ -26,7 +26,7 @@ import torch
 from ..errors import OTBenchError
 from ..registry import register_attack
 from .base import Attack, AttackOutput
-from .neighbour_shift import SWEEP_DEFAULTS, check_sweep, sweep
+from ._neighbour_sweep import SWEEP_DEFAULTS, check_sweep_data, sweep
 
 SCHEDULES = {"rescaled": True, "fixed": False}  # -> torchattacks' resc_schedule
 INITS = ("paper", "neighbour")
@@ -94,9 +94,7 @@ class Square(Attack):
         for key, valid in (("schedule", tuple(SCHEDULES)), ("init", INITS), ("loss", LOSSES)):
             if config[key] not in valid:
                 raise OTBenchError(f"square: unknown {key} '{config[key]}'; valid: {', '.join(valid)}")
-        for key in ("n_queries", "n_restarts"):
-            if not isinstance(config[key], int) or config[key] < 1:
-                raise OTBenchError(f"square: {key} must be an integer >= 1, got {config[key]!r}")
+        cls.require_int(config, "n_queries", "n_restarts")
         if not 0 < config["p_init"] <= 1:
             raise OTBenchError(f"square: p_init must be in (0, 1], got {config['p_init']!r}")
         if config["init"] == "neighbour" and config["norm"] != "L2":
@@ -105,7 +103,7 @@ class Square(Attack):
     def __init__(self, defense, eps: float, **config) -> None:
         super().__init__(defense, eps, **config)
         if self.config["init"] == "neighbour":  # needs the defense's training data
-            check_sweep("square (init 'neighbour')", SWEEP_DEFAULTS, defense)
+            check_sweep_data("square (init 'neighbour')", SWEEP_DEFAULTS, defense)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         c, device = self.config, self.defense.device

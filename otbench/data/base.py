@@ -30,6 +30,11 @@ class Dataset:
     domain: tuple[float, float] | None = (0.0, 1.0)
 
     @property
+    def task(self) -> str:
+        """Regression datasets carry float targets and no classes."""
+        return "regression" if self.num_classes == 0 else "classification"
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 

@@ -35,11 +35,6 @@ _N_TEST = 320  # papers/otad.txt V-D3: "1279 for training and 320 for testing"
 _TARGET = "quality"
 
 
-def is_regression(data: Dataset) -> bool:
-    """Regression datasets carry float targets and no classes."""
-    return data.num_classes == 0
-
-
 def read_wine(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features (N, 11), target (N,) and the feature names of the UCI ';'-separated file."""
     with open(path, newline="") as f:

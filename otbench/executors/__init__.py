@@ -26,8 +26,9 @@ class Executor(Protocol):
     name: str
     workers: int
 
-    def map(self, work: list[Work]) -> Iterator[tuple[Work, ChunkResult]]:
-        """Compute every chunk of `work` (in any order), yielding each with its result as soon as it is done."""
+    def map(self, work: list[Work], progress: bool = False) -> Iterator[tuple[Work, ChunkResult]]:
+        """Compute every chunk of `work` (in any order), yielding each with its result as soon as it is done;
+        `progress`: show what the executor can see of a chunk while it computes (local: the defense's queries)."""
 
     def close(self) -> None:
         """Release the workers (a Ray started for the run is shut down)."""
@@ -59,7 +60,7 @@ def dispatch(executor: Executor, cells: list[OpenCell], store: ResultStore, prog
     bar = tqdm(total=len(work), desc=f"{len(cells)} cells", unit="chunk", disable=not progress or not work,
                leave=False, smoothing=0.1)
     try:
-        for (cell, chunk, ids), result in executor.map(work):
+        for (cell, chunk, ids), result in executor.map(work, progress):
             commit_chunk(store, cell, chunk, ids, result)
             left[id(cell)] -= 1
             if not left[id(cell)]:

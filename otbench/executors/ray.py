@@ -268,7 +268,8 @@ class RayExecutor:
                 self.checkpoints[rel] = (hashlib.sha256(blob).hexdigest(), [self.ray.put(blob)])
 
     # -- running -----------------------------------------------------------------------------------------------
-    def map(self, work: list) -> Iterator[tuple[tuple, ChunkResult]]:
+    def map(self, work: list, progress: bool = False) -> Iterator[tuple[tuple, ChunkResult]]:
+        """`progress` is the driver's bar over chunks (dispatch): a worker's queries are not visible here."""
         ray = self.ray
         self._share_checkpoints()
         queue = deque(range(len(work)))

@@ -11,6 +11,7 @@ from ..config import merge
 from ..defense import build_config
 from ..metrics import regression_metrics
 from ..registry import ATTACKS, DEFENSES
+from ..runner import worst_case
 from ..store import ResultStore
 from .paper import paper_value
 from .layout import REGRESSION_METRICS, Column, Row, column_config, row_attack
@@ -128,11 +129,8 @@ def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, p
                        attack_overrides=cfg), preset) for a, cfg in worst_parts(row, column)]
     if any(f is None for f in found):
         return Cell(row, column, None, paper, 0, None, "not run", preset)
-    flag = (lambda r: r.clean_correct) if column.metric == "clean" else (lambda r: r.robust)
-    per = [{r.sample_id: flag(r) for r in store.rows(f["cell_id"])} for f in found]
-    common = set.intersection(*(set(p) for p in per))
-    value = 100.0 * sum(all(p[i] for p in per) for i in common) / max(len(common), 1)
-    return Cell(row, column, value, paper, len(common), None, "measured", preset)
+    worst = worst_case(store, [f["cell_id"] for f in found], metric="clean" if column.metric == "clean" else "robust")
+    return Cell(row, column, 100.0 * worst["robust_accuracy"], paper, worst["n"], None, "measured", preset)
 
 
 def worst_parts(row: Row, column: Column) -> list[tuple[str, dict]]:

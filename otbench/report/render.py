@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..defense import preset_note
 from ..store import ResultStore
 from .cells import Cell, collect, row_label
 from .figures import FIGURES
@@ -22,8 +23,7 @@ if TYPE_CHECKING:
 def fallback_note(fallen: list[str], preset: str) -> str:
     """Why some rows carry another preset's mark, and what that means for their gap to the paper."""
     return (f"Rows marked `[preset {', '.join(fallen)}]` have no result at preset `{preset}` and were taken whole from "
-            f"that preset: `paper-v1` is the paper preset's former FC ResNet (cosine schedule, 10 epochs, 96.9% MNIST "
-            f"test accuracy), `quick` the reduced scale (most such rows need a GPU to train at the paper's). Their gap "
+            f"that preset: {', '.join(preset_note(p) for p in fallen)}. Their gap "
             f"to the paper measures that model, not the method; the trained-network lines below name each row's.")
 
 

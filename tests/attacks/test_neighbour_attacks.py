@@ -7,7 +7,7 @@ import torch
 import torchattacks
 
 from otbench.attacks._training_points import TrainingPoints
-from otbench.attacks.neighbour_shift import SWEEP_DEFAULTS, margins, sweep, targets
+from otbench.attacks._neighbour_sweep import SWEEP_DEFAULTS, margins, sweep, targets
 from otbench.defense import Defense
 from otbench.errors import OTBenchError
 from otbench.guard import check_threat_model

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import TINY_TRAIN
+from support import TINY_TRAIN, evaluate_cell
 
 from otbench.attacks.fgsm import FGSM
 from otbench.data import eval_subset
 from otbench.defense import build_config, create_defense
 from otbench.errors import OTBenchError
 from otbench.registry import ATTACKS, DEFENSES
-from otbench.runner import run_cell
 from otbench.store import ResultStore
 
 NAMES = ("pgd-at", "fgsm-at", "median-filter", "stl", "ape-gan")
@@ -127,8 +126,8 @@ def test_pgd_at_is_more_robust_than_standard_on_the_same_budget(mnist, standard,
     store = ResultStore(tmp_path / "r.sqlite")
     subset = eval_subset(len(mnist.x_test), 100, 0)
     cfg = {"norm": "Linf", "steps": 10}
-    rob_at = run_cell(at, "pgd", 0.1, subset, store, cfg, progress=False)
-    rob_std = run_cell(standard, "pgd", 0.1, subset, store, cfg, progress=False)
+    rob_at = evaluate_cell(at, "pgd", 0.1, subset, store, cfg, progress=False)
+    rob_std = evaluate_cell(standard, "pgd", 0.1, subset, store, cfg, progress=False)
     assert rob_at.clean_accuracy > 0.6
     assert rob_at.robust_accuracy >= rob_std.robust_accuracy + 0.2, (rob_at, rob_std)
     store.close()

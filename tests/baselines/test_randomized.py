@@ -78,11 +78,11 @@ def test_rse_outputs_vary_and_the_ensemble_reduces_the_variance(mnist, rse, test
 
 def test_rse_gets_eot_from_the_runner(rse, tmp_path):
     from otbench.data import eval_subset
-    from otbench.runner import run_suite
+    from otbench.plan import evaluate_defense
     from otbench.store import ResultStore
 
     store = ResultStore(tmp_path / "r.sqlite")
-    result = run_suite(rse, {"pgd": [0.3]}, eval_subset(len(rse.data.x_test), 4, 0), store,
+    result = evaluate_defense(rse, {"pgd": [0.3]}, eval_subset(len(rse.data.x_test), 4, 0), store,
                        {"steps": 2}, progress=False)
     cell = next(c for c in store.cells() if c["cell_id"] == result.cells[0].cell_id)
     assert cell["attack_config"]["eot_samples"] == 20

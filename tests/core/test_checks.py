@@ -9,7 +9,7 @@ from torch import nn
 from otbench import checks
 from otbench.data import eval_subset
 from otbench.defense import Defense
-from otbench.runner import run_suite
+from otbench.plan import evaluate_defense
 from otbench.store import ResultStore, SampleRow
 
 FAST = {"steps": 10, "n_queries": 150}
@@ -61,7 +61,7 @@ def _cell(store, cell_id, eps, rows, attack="pgd"):
 
 def test_masked_gradients_are_flagged(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
-    result = run_suite(Masked(standard), {"pgd": [3.0], "square": [3.0]}, _subset(standard.data), store,
+    result = evaluate_defense(Masked(standard), {"pgd": [3.0], "square": [3.0]}, _subset(standard.data), store,
                        {"norm": "L2", **FAST}, progress=False)
     by = {c.attack: c for c in result.cells}
     assert by["square"].robust_accuracy < by["pgd"].robust_accuracy  # the premise: PGD is blind here
@@ -73,15 +73,15 @@ def test_masked_gradients_are_flagged(standard, tmp_path):
 
     # the same Square again on a smaller subset in other chunks: one verdict per pair of labels, from the
     # pair of cells with the most samples in common
-    run_suite(Masked(standard), {"square": [3.0]}, _subset(standard.data, 10), store, {"norm": "L2", "n_queries": 150},
-              chunk_size=5, progress=False, checks=False)
+    evaluate_defense(Masked(standard), {"square": [3.0]}, _subset(standard.data, 10), store, {"norm": "L2", "n_queries": 150},
+              chunk=5, progress=False, checks=False)
     again = [f for f in checks.cell_flags(store, store.cells()) if f.code == "gradient-free-beats-gradient"]
     assert len(again) == 1 and again[0].message == message
 
 
 def test_standard_model_raises_no_warning(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
-    result = run_suite(standard, {"pgd": [1.0, 2.0], "square": [2.0]}, _subset(standard.data), store,
+    result = evaluate_defense(standard, {"pgd": [1.0, 2.0], "square": [2.0]}, _subset(standard.data), store,
                        {"norm": "L2", **FAST}, progress=False)
     assert not _codes(result, "warning") and not _codes(result, "error"), [f.message for f in result.flags]
     assert result.worst_case and result.worst_case[0]["n"] == 20
@@ -89,7 +89,7 @@ def test_standard_model_raises_no_warning(standard, tmp_path):
 
 def test_undeclared_randomness_is_flagged_and_gets_eot(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
-    result = run_suite(Noisy(standard), {"pgd": [2.0]}, _subset(standard.data, 8), store,
+    result = evaluate_defense(Noisy(standard), {"pgd": [2.0]}, _subset(standard.data, 8), store,
                        {"norm": "L2", "steps": 2}, progress=False)
     assert "randomized" in _codes(result, "warning")
     (cell,) = [c for c in store.cells(defense="noisy-test")]
@@ -99,7 +99,7 @@ def test_undeclared_randomness_is_flagged_and_gets_eot(standard, tmp_path):
 def test_a_weak_attack_is_flagged_by_the_undefended_check(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     weak = {"norm": "L2", "steps": 1, "step_ratio": 0.001, "random_start": False}
-    result = run_suite(standard, {"pgd": [2.0]}, _subset(standard.data), store, weak, progress=False)
+    result = evaluate_defense(standard, {"pgd": [2.0]}, _subset(standard.data), store, weak, progress=False)
     assert "undefended-not-broken" in _codes(result, "warning")
 
 
@@ -124,7 +124,7 @@ def test_significance_rule(b, c, expected):
 def test_undefended_check_skips_attacks_the_undefended_network_cannot_take(metric_nn, tmp_path):
     """dml-attack needs a metric network, which the undefended view has not: no check, and no crash."""
     from otbench.data import EvalSubset
-    from otbench.runner import undefended_check
+    from otbench.runner import open_undefended
     from otbench.store import ResultStore
 
     class WithSurrogate(MetricNN):
@@ -136,7 +136,7 @@ def test_undefended_check_skips_attacks_the_undefended_network_cannot_take(metri
     d = WithSurrogate.__new__(WithSurrogate)
     d.__dict__.update(metric_nn.__dict__)
     store = ResultStore(tmp_path / "r.sqlite")
-    assert undefended_check(d, "dml-attack", {}, EvalSubset(0, (0, 1, 2)), store, 0, False) == []
+    assert open_undefended(d, "dml-attack", {}, EvalSubset(0, (0, 1, 2)), store, 0) is None
     store.close()
 
 
@@ -159,11 +159,11 @@ def test_eps0_flag_fires_when_an_attack_at_eps_0_changes_predictions(standard, t
     """The attack really runs at eps 0 (no shortcut), its output is held to the clean input by the guard, and
     the check sees the defense give another answer for it."""
     store = ResultStore(tmp_path / "r.sqlite")
-    run_suite(ChangesItsMind(standard), {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3},
+    evaluate_defense(ChangesItsMind(standard), {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3},
               progress=False, checks=False)
     flags = checks.cell_flags(store, store.cells())
     assert [(f.code, f.level) for f in flags] == [("eps0-not-clean", "error")]
     assert "10 predictions changed at eps = 0" in flags[0].message
-    run_suite(standard, {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3}, progress=False, checks=False)
+    evaluate_defense(standard, {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3}, progress=False, checks=False)
     sound = [c for c in store.cells() if c["defense"] == "standard"]
     assert checks.cell_flags(store, sound) == []

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import Overstep
+from support import Overstep, evaluate_cell
 
 from otbench.data import eval_subset
 from otbench.errors import ThreatModelViolation
 from otbench.guard import check_threat_model
-from otbench.runner import run_cell
 from otbench.store import ResultStore
 
 
@@ -46,5 +45,5 @@ def test_runner_refuses_to_store_an_overstepping_attack(standard, tmp_path):
     store = ResultStore(tmp_path / "r.sqlite")
     subset = eval_subset(len(standard.data.x_test), 6, seed=0)
     with ATTACKS.temporary("overstep", Overstep), pytest.raises(ThreatModelViolation):
-        run_cell(standard, "overstep", 1.0, subset, store, progress=False)
+        evaluate_cell(standard, "overstep", 1.0, subset, store, progress=False)
     assert sum(len(store.rows(c["cell_id"])) for c in store.cells()) == 0

@@ -129,14 +129,14 @@ class ConstantOne(Constant):
 
 def test_defenses_with_equal_presets_never_share_cells(mnist, tmp_path):
     from otbench.data import eval_subset
-    from otbench.runner import run_cell
+    from support import evaluate_cell
 
     store = ResultStore(tmp_path / "r.sqlite")
     subset = eval_subset(len(mnist.x_test), 30, 0)
     with DEFENSES.temporary("always-0", Constant), DEFENSES.temporary("always-1", ConstantOne):
-        zero = run_cell(Constant(mnist, build_config(Constant, "quick", None), torch.device("cpu")), "none", 0.0,
+        zero = evaluate_cell(Constant(mnist, build_config(Constant, "quick", None), torch.device("cpu")), "none", 0.0,
                         subset, store, progress=False)
-        one = run_cell(ConstantOne(mnist, build_config(ConstantOne, "quick", None), torch.device("cpu")), "none", 0.0,
+        one = evaluate_cell(ConstantOne(mnist, build_config(ConstantOne, "quick", None), torch.device("cpu")), "none", 0.0,
                        subset, store, progress=False)
     assert one.computed == 30 and zero.cell_id != one.cell_id  # computed, not read from the other's cell
     labels = mnist.y_test[list(subset.ids)]

@@ -4,13 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import TINY_REG, TINY_TRAIN
+from support import TINY_REG, TINY_TRAIN, evaluate_cell
 
 from otbench.attacks.pgd import PGD
 from otbench.data import eval_subset
 from otbench.metrics import mse
 from otbench.registry import ATTACKS
-from otbench.runner import run_cell
 from otbench.store import ResultStore, SampleRow
 
 # 2 blocks, 15 epochs on the 1279 training wines: about a second, test MSE near 0.45
@@ -38,26 +37,26 @@ def test_killed_run_keeps_finished_chunks_and_resumes_to_the_same_numbers(standa
     subset = eval_subset(len(standard.data.x_test), 20, seed=1)
     store = ResultStore(tmp_path / "a.sqlite")
     with ATTACKS.temporary("pgd", InterruptedPGD), pytest.raises(KeyboardInterrupt):
-        run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+        evaluate_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
     assert len(_rows(store)) == 10  # two chunks were committed before the kill
     (cell,) = store.cells()
     assert [r["status"] for r in store.runs(cell["cell_id"])] == ["interrupted"]
 
-    resumed = run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+    resumed = evaluate_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
     assert resumed.computed == 10 and resumed.n == 20
 
-    again = run_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
+    again = evaluate_cell(standard, "pgd", 1.5, subset, store, PGD_CFG, chunk_size=5, progress=False)
     assert again.computed == 0 and again.robust_accuracy == resumed.robust_accuracy
 
     fresh = ResultStore(tmp_path / "b.sqlite")
-    run_cell(standard, "pgd", 1.5, subset, fresh, PGD_CFG, chunk_size=5, progress=False)
+    evaluate_cell(standard, "pgd", 1.5, subset, fresh, PGD_CFG, chunk_size=5, progress=False)
     assert _rows(fresh) == _rows(store)
 
 
 def test_cells_record_provenance(standard, tmp_path):
     store = ResultStore(tmp_path / "c.sqlite")
     subset = eval_subset(len(standard.data.x_test), 4, seed=0)
-    run_cell(standard, "none", 0.0, subset, store, progress=False)
+    evaluate_cell(standard, "none", 0.0, subset, store, progress=False)
     (cell,) = store.cells()
     assert cell["defense_config"]["train"]["seed"] == 0 and cell["seed"] == 0 and cell["preset"] == "quick"
     assert cell["defense_config"]["trained"]["test_accuracy"] > 0.5
@@ -67,13 +66,39 @@ def test_cells_record_provenance(standard, tmp_path):
     assert run["status"] == "complete" and run["n"] == 4 and run["wall_seconds"] >= 0
 
 
+def test_a_cell_is_never_extended_with_another_network(standard, tmp_path):
+    """A cell's key holds the settings, not the weights: rows of a network trained elsewhere (another CPU model
+    or thread count: another float reduction order) must not be topped up with this one's."""
+    import json
+
+    from otbench.errors import OTBenchError
+
+    store = ResultStore(tmp_path / "c.sqlite")
+    data = standard.data
+    evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 4, seed=0), store)
+    evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 6, seed=0), store)  # the same network: fine
+    (cell,) = store.cells()
+    other = dict(cell["defense_config"])
+    other["trained"] = {**other["trained"], "train_seconds": 1.0, "threads": 7}  # another run of the same network
+    store.db.execute("UPDATE cells SET defense_config = ? WHERE cell_id = ?", (json.dumps(other), cell["cell_id"]))
+    store.db.commit()
+    evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 7, seed=0), store)
+    other["trained"]["test_accuracy"] += 0.0007  # another network
+    store.db.execute("UPDATE cells SET defense_config = ? WHERE cell_id = ?", (json.dumps(other), cell["cell_id"]))
+    store.db.commit()
+    with pytest.raises(OTBenchError, match="computed with another network"):
+        evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 9, seed=0), store)
+    assert len(store.rows(cell["cell_id"])) == 7  # nothing added
+    store.close()
+
+
 def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
     from otbench.runner import worst_case
 
     store = ResultStore(tmp_path / "w.sqlite")
     subset = eval_subset(len(standard.data.x_test), 12, seed=2)
-    a = run_cell(standard, "pgd", 1.0, subset, store, {"norm": "L2", "steps": 3}, progress=False)
-    b = run_cell(standard, "square", 1.0, subset, store, {"n_queries": 20}, progress=False)
+    a = evaluate_cell(standard, "pgd", 1.0, subset, store, {"norm": "L2", "steps": 3}, progress=False)
+    b = evaluate_cell(standard, "square", 1.0, subset, store, {"n_queries": 20}, progress=False)
     rows_a = {r.sample_id: r.robust for r in store.rows(a.cell_id)}
     rows_b = {r.sample_id: r.robust for r in store.rows(b.cell_id)}
     expected = sum(rows_a[i] and rows_b[i] for i in subset.ids) / 12
@@ -116,14 +141,15 @@ def test_merge_copies_missing_cells_once(tmp_path):
 def test_regression_cell_stores_outputs_resumes_and_reports_mse(regressor, wine, tmp_path):
     from otbench.report.render import render_table
     from otbench.report.spec import Column, Row, TableSpec
-    from otbench.runner import run_cell, run_suite
+    from otbench.plan import evaluate_defense
+    from support import evaluate_cell
     from otbench.store import ResultStore
 
     store = ResultStore(tmp_path / "r.sqlite")
-    first = run_cell(regressor, "gaussian-noise", 0.2, eval_subset(320, 20, seed=1), store, chunk_size=10,
+    first = evaluate_cell(regressor, "gaussian-noise", 0.2, eval_subset(320, 20, seed=1), store, chunk_size=10,
                      progress=False)
     subset = eval_subset(320, 30, seed=1)  # 20 is a prefix of 30: two chunks are reused
-    s = run_cell(regressor, "gaussian-noise", 0.2, subset, store, chunk_size=10, progress=False)
+    s = evaluate_cell(regressor, "gaussian-noise", 0.2, subset, store, chunk_size=10, progress=False)
     assert (first.computed, s.computed, s.n) == (20, 10, 30) and s.clean_accuracy is None
     outs = store.outputs(s.cell_id)
     assert [o.sample_id for o in outs] == sorted(subset.ids)
@@ -134,11 +160,11 @@ def test_regression_cell_stores_outputs_resumes_and_reports_mse(regressor, wine,
     np.testing.assert_array_equal([o.target for o in outs], wine.y_test[ids].numpy())
     assert s.adv_mse == pytest.approx(mse([o.adv_out for o in outs], [o.target for o in outs]))
     assert s.clean_mse == pytest.approx(mse(clean.numpy(), wine.y_test[ids].numpy()), rel=1e-5)
-    assert run_cell(regressor, "gaussian-noise", 0.2, subset, store, chunk_size=10, progress=False).computed == 0
+    assert evaluate_cell(regressor, "gaussian-noise", 0.2, subset, store, chunk_size=10, progress=False).computed == 0
 
     # the soundness checks skip what assumes labels; the runner keeps the regression cells intact
-    suite = run_suite(regressor, {"gaussian-noise": [0.0, 0.2], "regression-l2": [0.2]}, subset, store,
-                      {"regression-l2.steps": 5}, chunk_size=10, progress=False)
+    suite = evaluate_defense(regressor, {"gaussian-noise": [0.0, 0.2], "regression-l2": [0.2]}, subset, store,
+                      {"regression-l2.steps": 5}, chunk=10, progress=False)
     assert not [f for f in suite.flags if f.level != "info"] and suite.worst_case == []
 
     spec = TableSpec("t5", "wine", "otad", "V", "winequality-red",

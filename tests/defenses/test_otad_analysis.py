@@ -4,14 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support import TINY_TRAIN
+from support import TINY_TRAIN, evaluate_cell
 
 from otbench.data import eval_subset
 from otbench.data import synthetic as syn
 from otbench.defense import create_defense
 from otbench.defenses.otad.analysis import local_lipschitz, relative_error
 from otbench.registry import DATASETS
-from otbench.runner import run_cell
 from otbench.store import ResultStore
 
 
@@ -72,7 +71,7 @@ def test_otad_pipeline_on_merfish_shaped_data(tmp_path, monkeypatch):
     assert len(otad.net.blocks) == 4 and otad.train_record["test_accuracy"] > 0.8
     store = ResultStore(tmp_path / "r.sqlite")
     subset = eval_subset(len(data.x_test), 20, 0)
-    s = run_cell(otad, "bpda-pgd", 1.0, subset, store, {"steps": 10}, progress=False)
+    s = evaluate_cell(otad, "bpda-pgd", 1.0, subset, store, {"steps": 10}, progress=False)
     assert s.n == 20 and s.clean_accuracy > 0.6 and s.robust_accuracy <= s.clean_accuracy
     re = relative_error(otad, data.x_test[:10])
     assert re.squared.shape == (10,) and torch.allclose(re.squared, re.plain ** 2)

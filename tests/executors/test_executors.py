@@ -17,7 +17,7 @@ from otbench.data import eval_subset
 from otbench.errors import OTBenchError
 from otbench.executors import EXECUTORS, ExecutorOptions, ray_available
 from otbench.registry import ATTACKS
-from otbench.runner import run_suite
+from otbench.plan import evaluate_defense
 from otbench.store import ResultStore
 
 
@@ -52,8 +52,8 @@ def test_the_local_executor_gives_the_runners_own_rows(standard, tmp_path):
     plan = grid(attacks=SQUARE, defenses=("standard",))  # the session's tiny model
     through_plan = run_grid(tmp_path / "plan.sqlite", plan)
     store = ResultStore(tmp_path / "suite.sqlite")
-    run_suite(standard, {"square": [1.5]}, eval_subset(len(standard.data.x_test), 8, 0), store,
-              {"square": {"n_queries": 20}}, chunk_size=4, progress=False)
+    evaluate_defense(standard, {"square": [1.5]}, eval_subset(len(standard.data.x_test), 8, 0), store,
+              {"square": {"n_queries": 20}}, chunk=4, progress=False)
     store.close()
     assert through_plan == stored(tmp_path / "suite.sqlite") and len(through_plan) == 2  # cell + undefended check
 
@@ -181,7 +181,7 @@ def test_a_randomized_defenses_rows_depend_on_the_chunk_alone(standard, tmp_path
     """A randomized defense draws from torch's global generator (its clean predictions too). Seeded by the chunk,
     a chunk's rows do not depend on what the process drew before: any worker, any order, a resumed run."""
     from otbench.defense import Defense
-    from otbench.runner import run_cell
+    from support import evaluate_cell
 
     class Jittery(Defense):
         name, randomized = "jittery-test", True
@@ -195,7 +195,7 @@ def test_a_randomized_defenses_rows_depend_on_the_chunk_alone(standard, tmp_path
     for name, draws in (("a", 0), ("b", 1000)):  # b: the process drew from the global generator before
         torch.rand(draws)
         store = ResultStore(tmp_path / f"{name}.sqlite")
-        run_cell(jittery, "none", 0.0, subset, store, chunk_size=4, progress=False)
+        evaluate_cell(jittery, "none", 0.0, subset, store, chunk_size=4, progress=False)
         store.close()
         rows.append(stored(tmp_path / f"{name}.sqlite"))
     assert rows[0] == rows[1]

@@ -48,7 +48,7 @@ def test_curve_figure_marks_unregistered_series_not_available(tmp_path, ot_cla, 
     from otbench.data import eval_subset
     from otbench.papers.ot_classifier.tables import PGD_OVERRIDES
     from otbench.report.spec import Column, Row, TableSpec
-    from otbench.runner import run_cell
+    from support import evaluate_cell
     from otbench.store import ResultStore
 
     store = ResultStore(tmp_path / "r.sqlite")
@@ -56,7 +56,7 @@ def test_curve_figure_marks_unregistered_series_not_available(tmp_path, ot_cla, 
     over = {"steps": 10}
     for d in (ot_cla, e_cla):
         for eps in (0.0, 0.2):
-            run_cell(d, "pgd", eps, subset, store, over, progress=False)
+            evaluate_cell(d, "pgd", eps, subset, store, over, progress=False)
     tiny = {"train": dict(TINY_OTC)}
     spec = TableSpec(name="f", title="t", paper="ot-classifier", paper_table="1", dataset="mnist",
                      rows=(Row("OT-CLA", "ot-cla", None, tiny), Row("E-CLA", "e-cla", None, tiny),
