@@ -227,3 +227,28 @@ def test_methods_and_papers_come_in_through_entry_points(group, modules):
     strings = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                and id(n) not in docstrings]
     assert not [s for s in strings if any(m in s for m in modules)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("editable", [False, True], ids=["pip install .", "pip install -e ."])
+def test_a_fresh_venv_imports_the_methods_under_otbench_only(tmp_path, editable):
+    """The design card's layout installs both ways from a copy of the tracked tree: otbench.defenses and
+    otbench.baselines import (from the copy), the generic names do not."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tree = tmp_path / "otbench-src"
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith("reports/"):
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_bytes((ROOT / rel).read_bytes())
+    venv = tmp_path / "venv"
+    # the venv sees this interpreter's packages (torch...), and its own install of otbench comes first
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    *(["-e"] if editable else []), str(tree)], check=True, capture_output=True)
+    probe = ("import importlib.util as u, otbench.defenses.otad as o, otbench.baselines.knn as k; "
+             "print(o.__file__); print(k.__file__); print(u.find_spec('defenses'), u.find_spec('baselines'))")
+    out = subprocess.run([python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split("\n")
+    where = tree if editable else venv
+    assert Path(out[0]).is_relative_to(where) and Path(out[1]).is_relative_to(where), out
+    assert out[2] == "None None"

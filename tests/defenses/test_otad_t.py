@@ -116,3 +116,38 @@ def test_dml_triplet_loss_falls_and_the_dml_attack_moves_otad_t_neighbours(mnist
         after = defense.neighbours(adv, defense.net.embed(adv)).sort(1).values
     changed = (before != after).any(1).float().mean()
     assert changed >= 0.8, f"only {changed:.0%} of the neighbour sets moved"
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_table_9_fill_times_the_three_solvers_on_tiny_models(mnist, tmp_path):
+    """Table IX's fill end to end (the conic reference, the exact solver, CIP-net) on tiny models: the path
+    `otbench report --fill --tables otad-table-9` takes, which once loaded its reference by a broken path."""
+    from dataclasses import dataclass
+
+    from otbench.papers.otad.otad_t import Row, TimingTable, timing_records
+    from otbench.report.table import ReportContext
+    from otbench.store import ResultStore
+
+    exact = {"train": {**TINY_VIT, **TINY_DML}}
+    nn_def = {"train": {**TINY_VIT, **TINY_DML, **TINY_CIPNET}}
+
+    @dataclass(frozen=True)
+    class TinyTiming(TimingTable):
+        def rows_config(self):
+            return (Row("OTAD-T", "otad-t-dml", "OTAD-T", exact), Row("OTAD-T-NN", "otad-t-nn-dml", "OTAD-T-NN", nn_def))
+
+    table = TinyTiming("tiny-table-9", "Table IX, tiny", "otad", "IX", "mnist", conic_n=2)
+    store = ResultStore(tmp_path / "r.sqlite")
+    ctx = ReportContext(preset="quick", n=3, device="cpu", progress=False)
+    table.fill(store, ctx)
+    records = table.collect(store, ctx)
+    conic = next(r for r in records if "conic" in r["method"])
+    assert conic["n"] == 2 and conic["measured_mean_s"] > 0 and conic["feature_rel_error_vs_exact"] < 1e-4
+    assert len(records) == 4 and all(r["n"] == 3 and r["measured_mean_s"] > 0 for r in records if r is not conic)
+    assert timing_records(None)[0]["n"] == 0
+    table.fill(store, ctx)  # nothing missing: nothing recomputed
+    assert len(store.analyses()) == 1
+    paths = table.render(store, tmp_path / "out", ctx)
+    assert any(p.suffix == ".md" for p in paths)
+    store.close()
