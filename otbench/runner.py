@@ -358,7 +358,8 @@ def close_suite(store: ResultStore, suite: OpenSuite) -> SuiteResult:
         for eps, cells in by_eps.items():
             if len(cells) > 1:
                 worst.append({"defense": defense.name, "eps": eps, "attacks": suite.attacks,
-                              **worst_case(store, cells, subset.ids)})
+                              **{k: v for k, v in worst_case(store, cells, subset.ids).items()
+                                 if k in ("n", "robust_accuracy")}})
     if suite.checks:
         cell_ids = [s.cell_id for s in summaries]
         for f in flags:  # preflight flags concern the defense: attach them to this run's cells
@@ -461,12 +462,23 @@ def undefended_flags(store: ResultStore, defense: Defense, attack_name: str, cel
     return []
 
 
-def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...]) -> dict[str, Any]:
-    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets."""
+def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | None = None,
+               within: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets, on the
+    samples every cell holds (of `ids`; None: all). A cell in `within` is a minimum-norm attack's, read at that
+    budget (`SampleRow.robust_at`). Also each cell's own robust accuracy and the clean accuracy on those samples."""
+    within = within or {}
     per_attack = [{r.sample_id: r for r in store.rows(c, ids)} for c in cell_ids]
     common = set.intersection(*(set(p) for p in per_attack)) if per_attack else set()
-    robust = sum(all(p[i].robust for p in per_attack) for i in common)
-    return {"n": len(common), "robust_accuracy": robust / max(len(common), 1)}
+
+    def robust(cell_id: str, row: SampleRow) -> bool:
+        return row.robust_at(within[cell_id]) if cell_id in within else row.robust
+
+    per_cell = {c: sum(robust(c, p[i]) for i in common) / max(len(common), 1) for c, p in zip(cell_ids, per_attack)}
+    worst = sum(all(robust(c, p[i]) for c, p in zip(cell_ids, per_attack)) for i in common)
+    clean = sum(per_attack[0][i].clean_correct for i in common) if per_attack else 0
+    return {"n": len(common), "robust_accuracy": worst / max(len(common), 1),
+            "clean_accuracy": clean / max(len(common), 1), "per_cell": per_cell}
 
 
 def _model_meta(defense: Defense) -> dict[str, Any]:
