@@ -139,6 +139,8 @@ class Browser:
         self.send("Runtime.evaluate", {"expression": "1"})  # flushes pending events into self.events
         out = []
         for e in self.events:
+            if e.get("sessionId") != self.session:  # an earlier page's tab
+                continue
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
