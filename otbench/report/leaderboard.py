@@ -259,3 +259,20 @@ def leaderboards(store: ResultStore) -> tuple[list[Board], list[DefenseGroup], d
             e.rank = i
         out.append(Board(dataset, norm, eps, entries))
     return out, groups, by_group
+
+
+def worst_cases_beside(store: ResultStore, cell_ids: dict[str, str]) -> dict[str, dict[float, tuple[float, int]]]:
+    """For each label's stored cell (label -> cell_id): the leaderboard's per-sample worst case of that cell's
+    defense (same preset and settings) under that cell's norm, by eps: (robust accuracy, n). A report figure draws it
+    beside the table's own attack."""
+    if not cell_ids:
+        return {}
+    groups = defense_groups(store)
+    out = {}
+    for label, cell_id in cell_ids.items():
+        group = next((g for g in groups if any(c["cell_id"] == cell_id for c in g.cells)), None)
+        if group is None:
+            continue
+        (cell,) = [c for c in group.cells if c["cell_id"] == cell_id]
+        out[label] = {e.eps: (e.robust, e.n) for e in group_entries(store, group) if e.norm == cell_norm(cell)}
+    return out
