@@ -95,14 +95,32 @@ def _paper_tables(store: ResultStore, out: Path, ctx: ReportContext, names: list
         records = json.loads(frame.to_json(orient="records"))
         csv.with_suffix(".json").write_text(json.dumps(records, indent=1))
         md = next((p for p in paths if p.suffix == ".md"), None)
+        columns, rows = _grid_of(table, store, ctx)
+        if columns is None:  # a kind of table with no grid of its own: its CSV as it is
+            columns, rows = list(frame.columns), frame.astype(object).where(frame.notna(), None).values.tolist()
+        links = _downloads([dict(zip(columns, r)) for r in rows], out / "data" / f"table-{name}")
         pages.append({"name": name, "title": table.title, "paper": table.paper, "paper_table": table.paper_table,
-                      "dataset": table.dataset, "columns": list(frame.columns),
-                      "rows": frame.where(frame.notna(), None).values.tolist(),
+                      "dataset": table.dataset, "columns": columns, "rows": rows, "links": links,
                       "csv": f"tables/{csv.name}", "json": f"tables/{csv.with_suffix('.json').name}",
                       "markdown": f"tables/{md.name}" if md else None,
                       "markdown_text": md.read_text() if md else "",
                       "figures": [f"tables/{p.name}" for p in paths if p.suffix == ".png"]})
     return pages
+
+
+def _grid_of(table: Any, store: ResultStore, ctx: ReportContext) -> tuple[list[str] | None, list[list[str]]]:
+    """The table as its Markdown shows it (each cell `measured / paper (gap)`), from the report's own grid."""
+    from .analysis import AnalysisTable
+    from .render import _analysis_grid, _grid
+    from .spec import TableSpec
+
+    if isinstance(table, TableSpec):
+        return (["Method"] + [c.label for c in table.columns] + ["n"],
+                _grid(table, table.collect(store, ctx)))
+    if isinstance(table, AnalysisTable):
+        return (["Data", "Method"] + [m.label for m in table.metrics] + ["n"],
+                _analysis_grid(table, table.collect(store, ctx)))
+    return None, []
 
 
 def write_site(store: ResultStore, out: Path, ctx: ReportContext, tables: list[str] | None = None) -> list[Path]:

@@ -20,7 +20,7 @@ def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     norms = sorted({e.norm for e in entries})
-    fig, axes = plt.subplots(1, len(norms), figsize=(6.4 * len(norms), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(norms), figsize=(9.5 * len(norms), 4.2), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         mine = sorted((e for e in entries if e.norm == norm), key=lambda e: e.eps)
         minimum = {a.cell_id: a.label for e in mine for a in e.cells if a.minimum_norm}
@@ -46,13 +46,16 @@ def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry]
                 ms=6, lw=2.2, mfc="white", label="per-sample worst case at each eps (leaderboard)")
         clean = max(mine, key=lambda e: e.n).clean
         ax.axhline(100 * clean, color="grey", ls=":", lw=1, label=f"clean accuracy {100 * clean:.1f}%")
-        ax.set_xlim(0, top)
+        budgets = [e.eps for e in mine]
+        span = max(budgets) - min(budgets) or max(budgets)
+        # a curve starts at 0; fixed budgets are shown where they were measured, not across an empty axis from 0
+        ax.set_xlim((0, top) if minimum else (min(budgets) - 0.15 * span, max(budgets) + 0.15 * span))
         ax.set_ylim(-2, 102)
         ax.set_xlabel(f"{norm} budget eps")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_title(f"{group.label} on {group.dataset}, {norm}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="upper right")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel, never over a line
     fig.tight_layout()
     path = out_dir / f"{group.key}.png"
     fig.savefig(path, dpi=110)

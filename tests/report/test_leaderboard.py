@@ -109,14 +109,20 @@ def test_report_html_reads_the_store_and_writes_every_download(leaderboard_store
     for r in board:
         page = site / r["page"]
         assert page.exists() and 'class="curve"' in page.read_text()
-    assert (site / "tables" / "otad-table-3.html").exists() and (site / "tables" / "otad-table-3.json").exists()
+    page = (site / "tables" / "otad-table-3.html").read_text()  # the report's grid, beside the published values
+    assert "Robust Acc eps=2" in page and "not run /" in page and (site / "tables" / "otad-table-3.json").exists()
+    assert json.loads((site / "data" / "table-otad-table-3.json").read_text())[0]["Method"] == "PGD adversarial training"
     assert (site / "static" / "otbench.js").exists() and (site / "static" / "LICENSE").exists()
 
 
-@pytest.mark.parametrize("target, message", [("file", "not a folder"), ("missing/site", "does not exist")])
-def test_report_html_refuses_a_bad_folder_in_one_line(leaderboard_store, tmp_path, capsys, target, message):
+@pytest.mark.parametrize("target, results, message", [("file", None, "not a folder"),
+                                                       ("missing/site", None, "does not exist"),
+                                                       ("site", "nothere.sqlite", "nothere.sqlite does not exist")])
+def test_report_html_refuses_bad_paths_in_one_line(leaderboard_store, tmp_path, capsys, target, results, message):
     (tmp_path / "file").write_text("x")
-    assert main(["report", "--html", str(tmp_path / target), "--results", str(leaderboard_store)]) == 2
+    db = tmp_path / results if results else leaderboard_store
+    assert main(["report", "--html", str(tmp_path / target), "--results", str(db)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
-    assert not (tmp_path / "missing").exists()
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "site").exists()
+    assert not (tmp_path / "nothere.sqlite").exists()
