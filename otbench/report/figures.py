@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..registry import DEFENSES
 from .cells import Cell, row_label
@@ -10,6 +11,17 @@ from .spec import TableSpec
 
 def accuracy_lines(spec: TableSpec, cells: list[Cell], preset: str, path: Path,
                    worst: dict[str, dict[float, tuple[float, int]]] | None = None) -> Path:
+    """`lines_figure`, saved to `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = lines_figure(spec, cells, preset, worst)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def lines_figure(spec: TableSpec, cells: list[Cell], preset: str,
+                 worst: dict[str, dict[float, tuple[float, int]]] | None = None) -> Any:
     """Small multiples, one panel per measured row: the measured robust accuracy (solid) and the paper's (dashed) in
     the row's colour, joined only between budgets both ends of which hold a value; clean accuracy as a lone point at
     eps = 0 (never joined to the robust points); and, in black, the per-sample worst case over every attack stored
@@ -59,9 +71,7 @@ def accuracy_lines(spec: TableSpec, cells: list[Cell], preset: str, path: Path,
     fig.suptitle(f"{spec.paper.upper()} Table {spec.paper_table}: {spec.dataset}, preset `{preset}` "
                  f"(measured solid, paper dashed, same colour)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def accuracy_curve(spec: TableSpec, cells: list[Cell], preset: str, path: Path) -> Path:
