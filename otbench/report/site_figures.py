@@ -38,10 +38,11 @@ def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry]
                     label=f"worst case of the minimum-norm attacks (n={len(d)})")
         else:  # fixed budgets: one series per attack, its points joined only where it was measured
             labels = sorted({a.label for e in mine for a in e.cells})
+            palette = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")  # no two series share a colour
             for i, label in enumerate(labels):
                 pts = [(e.eps, 100 * a.robust) for e in mine for a in e.cells if a.label == label]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3.5, lw=1, alpha=0.75,
-                        color=f"C{i % 10}", label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3.5, lw=1, alpha=0.8,
+                        color=palette(i % palette.N), label=label)
         ax.plot([e.eps for e in mine], [100 * e.robust for e in mine], "s-" if not minimum else "s", color="black",
                 ms=6, lw=2.2, mfc="white", label="per-sample worst case at each eps (leaderboard)")
         clean = max(mine, key=lambda e: e.n).clean
