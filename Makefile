@@ -9,7 +9,7 @@ EPS ?= 2,3
 # Your own run's tables: a folder of their own, so `make run` never overwrites the committed record in reports/
 OUT ?= otbench-report
 
-.PHONY: install run test bench report
+.PHONY: install run test bench report chromium
 
 .otbench-installed: pyproject.toml
 	$(PIP) install -e '.[test]'
@@ -24,7 +24,13 @@ run: install
 	$(PYTHON) -m otbench run --defense otad,standard --attack square --dataset mnist --eps $(EPS) --n $(N) --preset $(PRESET)
 	$(PYTHON) -m otbench report --preset $(PRESET) --tables otad-table-3 --out $(OUT)/$(PRESET)
 
-test: install
+# the leaderboard's browser test (tests/report/test_site_browser.py) drives Debian's headless chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	    echo "chromium not installed (no apt-get or no permission): the browser test will be skipped"; }
+
+test: install chromium
 	$(PYTHON) -m pytest -q tests
 
 bench: install

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill a row with no result at --preset from this preset (e.g. quick), marked in the table")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--fill", action="store_true", help="first run every missing cell of the tables")
+    p.add_argument("--html", metavar="DIR", help="write the leaderboard site (opens from file://, no network) into DIR "
+                                                 "instead of the tables; the results database is only read")
     p.add_argument("--n", type=int, default=1000, help="samples per cell when filling")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset-seed", type=int, default=0)
@@ -289,10 +291,15 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
                         subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
                         progress=not args.quiet, executor=_executor_options(args))
     ctx.executor.check()
+    if args.html and not args.fill:
+        return _site(args, ctx)
     store = ResultStore(args.results)
     try:
         if args.fill:
             _fill(args, specs, store, ctx)
+        if args.html:
+            store.close()
+            return _site(args, ctx)
         written = {}
         out_dir = Path(args.out or Path("reports") / args.preset)
         for spec in specs:
@@ -303,6 +310,26 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         store.close()
     return {"written": written}
+
+
+def _site(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
+    """`report --html DIR`: the leaderboard site, from the results database opened read-only."""
+    from .report.site import write_site
+    from .store import ResultStore, resolve_results_path
+
+    out = Path(args.html)
+    if out.exists() and not out.is_dir():
+        raise OTBenchError(f"--html {out}: not a folder; give a folder for the site (made if missing)")
+    if not out.parent.is_dir():
+        raise OTBenchError(f"--html {out}: folder {out.parent} does not exist")
+    store = ResultStore(resolve_results_path(args.results), read_only=True)
+    try:
+        paths = write_site(store, out, ctx, args.tables)
+    finally:
+        store.close()
+    if not args.json:
+        print(f"leaderboard site: {paths[0]} ({len(paths)} pages)")
+    return {"site": str(paths[0]), "pages": [str(p) for p in paths]}
 
 
 def _fill(args: argparse.Namespace, specs: list[Any], store: Any, ctx: Any) -> None:

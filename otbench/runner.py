@@ -327,7 +327,8 @@ def close_suite(store: ResultStore, suite: OpenSuite) -> SuiteResult:
         for eps, cells in by_eps.items():
             if len(cells) > 1:
                 worst.append({"defense": defense.name, "eps": eps, "attacks": suite.attacks,
-                              **worst_case(store, cells, subset.ids)})
+                              **{k: v for k, v in worst_case(store, cells, subset.ids).items()
+                                 if k in ("n", "robust_accuracy")}})
     if suite.checks:
         cell_ids = [s.cell_id for s in summaries]
         for f in flags:  # preflight flags concern the defense: attach them to this run's cells
@@ -405,17 +406,28 @@ def undefended_flags(store: ResultStore, defense: Defense, attack_name: str, cel
 
 
 def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | None = None,
-               metric: str = "robust") -> dict[str, Any]:
-    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets, over the
-    samples every cell holds (of `ids`, when given). `metric` "clean": correct in every cell's clean prediction.
-    The one definition of the worst case: `otbench run`'s summary and the report tables' worst cells read it."""
+               within: dict[str, float] | None = None, metric: str = "robust") -> dict[str, Any]:
+    """Per sample, robust only if robust under every attack: the accuracy an adaptive adversary gets, on the
+    samples every cell holds (of `ids`; None: all). A cell in `within` is a minimum-norm attack's, read at that
+    budget (`SampleRow.robust_at`). Also each cell's own robust accuracy and the clean accuracy on those samples.
+    `metric` "clean": `robust_accuracy` counts the samples correct in every cell's clean prediction instead.
+    The one definition of the worst case: `otbench run`'s summary, the report tables and the leaderboard read it."""
     if metric not in ("robust", "clean"):
         raise ValueError(f"worst case of '{metric}': robust or clean")
-    per_attack = [{r.sample_id: getattr(r, "clean_correct" if metric == "clean" else "robust")
-                   for r in store.rows(c, ids)} for c in cell_ids]
+    within = within or {}
+    per_attack = [{r.sample_id: r for r in store.rows(c, ids)} for c in cell_ids]
     common = set.intersection(*(set(p) for p in per_attack)) if per_attack else set()
-    kept = sum(all(p[i] for p in per_attack) for i in common)
-    return {"n": len(common), "robust_accuracy": kept / max(len(common), 1)}
+
+    def robust(cell_id: str, row: SampleRow) -> bool:
+        if metric == "clean":
+            return row.clean_correct
+        return row.robust_at(within[cell_id]) if cell_id in within else row.robust
+
+    per_cell = {c: sum(robust(c, p[i]) for i in common) / max(len(common), 1) for c, p in zip(cell_ids, per_attack)}
+    worst = sum(all(robust(c, p[i]) for c, p in zip(cell_ids, per_attack)) for i in common)
+    clean = sum(per_attack[0][i].clean_correct for i in common) if per_attack else 0
+    return {"n": len(common), "robust_accuracy": worst / max(len(common), 1),
+            "clean_accuracy": clean / max(len(common), 1), "per_cell": per_cell}
 
 
 # What a training record says of the run rather than of the network: left out when two records are compared.

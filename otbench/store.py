@@ -103,6 +103,11 @@ class SampleRow:
         """Correct on the clean input and on the adversarial one (the usual robust-accuracy count)."""
         return self.clean_pred == self.label and self.adv_pred == self.label
 
+    def robust_at(self, eps: float) -> bool:
+        """A minimum-norm attack's row (`Attack.minimum_norm`; pert_norm = the smallest adversarial perturbation
+        found): robust at budget eps when clean-correct and no adversarial input was found within eps."""
+        return self.clean_pred == self.label and (self.adv_pred == self.label or self.pert_norm > eps)
+
 
 @dataclass
 class AnalysisRecord:
@@ -162,8 +167,12 @@ def check_source_database(path: Path) -> None:
 class ResultStore:
     """The results database, opened (created, or migrated to the current schema once) and checked as one."""
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False) -> None:
         self.path = resolve_results_path(path)
+        self.migrated: list[str] = []
+        if read_only:
+            self._open_read_only()
+            return
         check_results_path(self.path)
         self.db = sqlite3.connect(self.path, timeout=60)
         self.migrated: list[str] = []  # what opening it did to an older database
@@ -200,6 +209,22 @@ class ResultStore:
         if dead:
             with self.db:
                 self.db.executemany("UPDATE runs SET status = 'killed' WHERE run_id = ?", [(r,) for r in dead])
+
+    def _open_read_only(self) -> None:
+        """For readers (`report --html`): the file is never written, not even to migrate it or mark a killed run;
+        an older schema is read from a migrated temporary copy."""
+        check_source_database(self.path)
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            self.db = db
+            return
+        db.close()
+        self._tmp = tempfile.TemporaryDirectory()
+        copy = Path(self._tmp.name) / self.path.name
+        shutil.copyfile(self.path, copy)
+        ResultStore(copy).close()  # migrated to this schema
+        self.db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
 
     def close(self) -> None:
         self.db.close()

@@ -132,8 +132,23 @@ def render_table(spec: TableSpec, store: ResultStore, out_dir: Path, preset: str
     paths[1].write_text(markdown(spec, cells, prov, preset, table_flags(cells, store)))
     paths[2].write_text(latex(spec, cells))
     if spec.figure and any(c.measured is not None for c in cells):
-        paths.append(FIGURES[spec.figure_style](spec, cells, preset, out_dir / f"{spec.name}.png"))
+        extra = {"worst": _worst_beside(spec, cells, store)} if spec.figure_style == "lines" else {}
+        paths.append(FIGURES[spec.figure_style](spec, cells, preset, out_dir / f"{spec.name}.png", **extra))
     return paths
+
+
+def _worst_beside(spec: TableSpec, cells: list[Cell], store: ResultStore) -> dict[str, dict[float, tuple[float, int]]]:
+    """Per row, the per-sample worst case over every attack stored for its defense (leaderboard.py), for the
+    figure to draw beside the table's attack; only where the table's attack has a norm budget for eps."""
+    from ..registry import ATTACKS
+    from .leaderboard import worst_cases_beside
+
+    first = {}
+    for c in cells:
+        bounded = c.column.attack in ATTACKS and ATTACKS.get(c.column.attack).bounded
+        if c.cell_id and c.column.metric == "robust" and bounded and c.row.label not in first:
+            first[c.row.label] = c.cell_id
+    return worst_cases_beside(store, first)
 
 
 def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:

@@ -1,0 +1,64 @@
+"""A defense page's robustness curves, one panel per threat model: from minimum-norm cells, robust accuracy at every
+budget (curves.py) per attack and their per-sample worst case; where there are none, the fixed-budget robust
+accuracies against eps, each attack joined only between budgets it was measured at, with the worst case in black."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..store import ResultStore
+from .curves import area, curve, smallest_distances
+from .leaderboard import DefenseGroup, Entry
+
+
+def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry], out_dir: Path) -> list[Path]:
+    if not entries:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    norms = sorted({e.norm for e in entries})
+    fig, axes = plt.subplots(1, len(norms), figsize=(9.5 * len(norms), 4.2), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        mine = sorted((e for e in entries if e.norm == norm), key=lambda e: e.eps)
+        minimum = {a.cell_id: a.label for e in mine for a in e.cells if a.minimum_norm}
+        top = max(e.eps for e in mine) * 1.25
+        if minimum:
+            grid = [top * i / 200 for i in range(201)]
+            for i, (cell_id, label) in enumerate(sorted(minimum.items(), key=lambda kv: kv[1])):
+                d = smallest_distances(store, [cell_id])
+                pts = curve(d, grid)
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=f"C{i % 10}", lw=1.2,
+                        label=f"{label} (n={len(d)}, area {area(d, top):.2f})")
+            d = smallest_distances(store, list(minimum))
+            pts = curve(d, grid)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color="black", lw=2.2,
+                    label=f"worst case of the minimum-norm attacks (n={len(d)})")
+        else:  # fixed budgets: one series per attack, its points joined only where it was measured
+            labels = sorted({a.label for e in mine for a in e.cells})
+            palette = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")  # no two series share a colour
+            for i, label in enumerate(labels):
+                pts = [(e.eps, 100 * a.robust) for e in mine for a in e.cells if a.label == label]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=3.5, lw=1, alpha=0.8,
+                        color=palette(i % palette.N), label=label)
+        ax.plot([e.eps for e in mine], [100 * e.robust for e in mine], "s-" if not minimum else "s", color="black",
+                ms=6, lw=2.2, mfc="white", label="per-sample worst case at each eps (leaderboard)")
+        clean = max(mine, key=lambda e: e.n).clean
+        ax.axhline(100 * clean, color="grey", ls=":", lw=1, label=f"clean accuracy {100 * clean:.1f}%")
+        budgets = [e.eps for e in mine]
+        span = max(budgets) - min(budgets) or max(budgets)
+        # a curve starts at 0; fixed budgets are shown where they were measured, not across an empty axis from 0
+        ax.set_xlim((0, top) if minimum else (min(budgets) - 0.15 * span, max(budgets) + 0.15 * span))
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel(f"{norm} budget eps")
+        ax.set_ylabel("robust accuracy (%)")
+        ax.set_title(f"{group.label} on {group.dataset}, {norm}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel, never over a line
+    fig.tight_layout()
+    path = out_dir / f"{group.key}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
