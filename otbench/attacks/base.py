@@ -47,6 +47,10 @@ class Attack:
     default_eps: ClassVar[tuple[float, ...]] = ()
     # True when the attack works in any input domain (clamps to data.domain); the others assume [0, 1]
     any_domain: ClassVar[bool] = False
+    # A minimum-norm attack (otbench.curves) returns per sample the smallest adversarial input it found within
+    # eps (its pert_norm is that distance, its prediction not the label), else the clean input (pert_norm 0);
+    # eps is the largest budget searched, and one cell gives robust accuracy at every budget up to it.
+    minimum_norm: ClassVar[bool] = False
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         self.config = self.settings(config, eps)
