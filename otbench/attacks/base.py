@@ -117,10 +117,10 @@ class Attack:
             raise OTBenchError(f"attack '{cls.name}' applies to {'/'.join(cls.tasks)} defenses, but "
                                f"'{defense.name}' is a {defense.task} defense")
         if cls.needs == "gradients" and not defense.differentiable:
-            raise OTBenchError(
-                f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
-                f"Use 'bpda-pgd' (backward through: {defense.surrogate_description}) or a gradient-free "
-                f"attack such as 'square'")
+            bpda = (f"'bpda-pgd' (backward through: {defense.surrogate_description}) or "
+                    if defense.surrogate_description is not None else "")
+            raise OTBenchError(f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not "
+                               f"differentiable. Use {bpda}a gradient-free attack such as 'square'")
         if cls.needs == "piecewise-gradients" and not (defense.differentiable or defense.piecewise_differentiable):
             raise OTBenchError(f"attack '{cls.name}' needs exact gradients, and defense '{defense.name}' is neither "
                                f"differentiable nor differentiable almost everywhere; use 'bpda-pgd' or 'square'")
