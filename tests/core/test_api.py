@@ -12,6 +12,7 @@ from torch import nn
 
 import otbench
 from otbench.cli import main
+from otbench.errors import OTBenchError
 from otbench.user_model import module_fingerprint
 
 ATTACKS = ["pgd", "fab"]
@@ -166,3 +167,50 @@ def test_a_registered_name_runs_the_clis_plan(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [c["cell_id"] for c in out["cells"]] == list(result.table["cell_id"])
     assert out["cells"][0]["computed"] == 0
+
+
+def test_a_sweep_names_the_file_like_run(tmp_path, defense_file, capsys):
+    """`otbench sweep` resolves FILE.py:NAME the same way: the cells `run` stored are the sweep's (nothing
+    recomputed)."""
+    db = tmp_path / "r.sqlite"
+    first = cli_run(capsys, f"{defense_file}:trained", db)
+    sweep = tmp_path / "grid.toml"
+    sweep.write_text(f'defenses = ["{defense_file}:trained"]\nattacks = {json.dumps(ATTACKS)}\neps = {EPS}\n'
+                     f'n = {N}\nchunk = 100\ndevice = "cpu"\n[attack]\nnorm = "L2"\n"pgd.steps" = 10\n'
+                     f'"fab.steps" = 20\n')
+    assert main(["sweep", str(sweep), "--results", str(db), "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(c["cell_id"] for c in out["cells"]) == sorted(c["cell_id"] for c in first["cells"])
+    assert [c["computed"] for c in out["cells"]] == [0, 0]
+
+
+def test_declared_capabilities_of_a_module(tmp_path, small_net):
+    db = tmp_path / "r.sqlite"
+    with pytest.raises(OTBenchError, match="needs gradients, but defense 'SmallNet@"):
+        otbench.evaluate(small_net, attacks=["pgd"], eps=EPS, n=5, results=db, device="cpu", differentiable=False)
+    assert not db.exists()
+    noisy = otbench.evaluate(small_net, attacks=["pgd"], eps=EPS, n=5, results=db, device="cpu", randomized=True,
+                             settings={"attack": {"steps": 2}})
+    (config,) = [c[2] for c in cells(db).values()]
+    with sqlite3.connect(db) as con:
+        (attack_config,) = [json.loads(r[0]) for r in con.execute("SELECT attack_config FROM cells")]
+    assert attack_config["eot_samples"] > 1  # a randomized defense gets EOT, as on the CLI
+    assert noisy.table["n"].tolist() == [5] and config["model"]["fingerprint"] == module_fingerprint(small_net)
+
+
+def test_a_built_defense_instance(tmp_path, standard):
+    db = tmp_path / "r.sqlite"
+    result = otbench.evaluate(standard, attacks=["pgd"], eps=[1.0], n=5, results=db, device="cpu",
+                              settings={"attack": {"steps": 2}})
+    stored = cells(db)[result.table["cell_id"].iloc[0]]  # beside it: the undefended-network check's cell
+    assert stored[0] == "standard" and stored[2]["train"] == standard.config["train"]
+    assert result.table["clean"].iloc[0] == (standard.predict(standard.data.x_test[list(result.sample_ids)])
+                                             == standard.data.y_test[list(result.sample_ids)]).double().mean().item()
+
+
+@pytest.mark.parametrize("model,message", [
+    (object(), "got a object"), ("SmallNet", "unknown defense 'SmallNet'"), ("./missing.py:Net", "does not exist")])
+def test_api_mistakes_are_otbench_errors(tmp_path, model, message):
+    with pytest.raises(OTBenchError, match=message):
+        otbench.evaluate(model, attacks=["pgd"], n=5, results=tmp_path / "r.sqlite")
+    assert list(tmp_path.iterdir()) == []
