@@ -126,7 +126,12 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        if name in self._entries:
+            return True
+        try:  # a name a resolver answers (FILE.py:NAME) is in; a broken one is not, and get() says why
+            return any(resolver(name) is not None for resolver in self._resolvers)
+        except OTBenchError:
+            return False
 
 
 DEFENSES: Registry = Registry("defense")

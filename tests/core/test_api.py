@@ -214,3 +214,28 @@ def test_api_mistakes_are_otbench_errors(tmp_path, model, message):
     with pytest.raises(OTBenchError, match=message):
         otbench.evaluate(model, attacks=["pgd"], n=5, results=tmp_path / "r.sqlite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_fill_runs_a_file_defense_row(tmp_path, defense_file, capsys):
+    """A report table whose row names FILE.py:NAME: `report --fill` runs its missing cells, the table shows them,
+    and an edited file is a row not yet run (its cells are another version's)."""
+    from otbench.registry import TABLES
+    from otbench.report.spec import Column, Row, TableSpec
+
+    db, out = tmp_path / "r.sqlite", tmp_path / "report"
+    spec = TableSpec("mine-table", "my model", "mine", "1", "mnist", (Row("mine", f"{defense_file}:trained"),),
+                     (Column("Clean", "pgd", 1.5, "clean", "clean", {"steps": 3, "norm": "L2"}),
+                      Column("Robust eps=1.5", "pgd", 1.5, "robust", "eps=1.5", {"steps": 3, "norm": "L2"})))
+    argv = ["report", "--tables", spec.name, "--preset", "quick", "--n", "10", "--results", str(db), "--out",
+            str(out), "--device", "cpu", "--json", "--quiet"]
+    with TABLES.temporary(spec.name, lambda: spec):
+        assert main([*argv, "--fill"]) == 0
+        capsys.readouterr()
+        (cell,) = cells(db).values()
+        assert cell[0].startswith("my_defense.py:trained@") and cell[1] == "pgd"
+        csv = next(out.glob("*.csv")).read_text()
+        assert "not run" not in csv and "mine" in csv
+        defense_file.write_text(defense_file.read_text() + "\n# edited\n")
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert "not run" in next(out.glob("*.csv")).read_text()
