@@ -164,7 +164,8 @@ class Attack:
     def threat_model(cls) -> str:
         norms = "/".join(cls.norms) if cls.norms else "none"
         bound = "" if cls.bounded else " (unbounded: norms reached are recorded)"
-        return f"norm {norms}{bound}; needs {cls.needs}; eps = {cls.eps_meaning}"
+        mode = "; minimum-norm: one cell gives robust accuracy at every smaller eps" if cls.minimum_norm else ""
+        return f"norm {norms}{bound}; needs {cls.needs}{mode}; eps = {cls.eps_meaning}"
 
 
 class EOTModule(nn.Module):
