@@ -30,19 +30,21 @@ class Evaluation:
     results: Path
     flags: list[Any] = field(default_factory=list)  # otbench.checks.Flag
     sample_ids: tuple[int, ...] = ()
+    bounds: dict[str, float] = field(default_factory=dict)  # each curve's largest budget searched
 
-    def robust_at(self, eps: float, attack: str = "worst-case") -> float:
-        """Robust accuracy at any budget up to the attack's bound, from its minimum-norm distances."""
+    def robust_at(self, eps: float, attack: str | None = None) -> float:
+        """Robust accuracy at any budget up to the attack's bound, from its minimum-norm distances (default: the
+        worst case over the minimum-norm attacks, or the only one)."""
         from .curves import robust_at
 
+        if attack is None:
+            attack = "worst-case" if "worst-case" in self.distances else next(iter(self.distances), "")
         if attack not in self.distances:
             raise OTBenchError(f"no minimum-norm curve for '{attack}'; curves: {', '.join(self.distances) or 'none'}")
         bound = self.bounds[attack]
         if eps > bound:
             raise OTBenchError(f"eps {eps:g} is beyond the largest budget {bound:g} searched by '{attack}'")
         return robust_at(self.distances[attack], eps)
-
-    bounds: dict[str, float] = field(default_factory=dict)
 
 
 def _defense_name(model: Any, name: str | None, differentiable: bool, randomized: bool) -> tuple[str, Any]:
