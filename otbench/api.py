@@ -85,7 +85,8 @@ def evaluate(model: Any, dataset: str = "mnist", attacks: Sequence[str] = ("pgd"
     `dataset` (None: the CLI's default), storing every cell in `results` (default: $OTBENCH_RESULTS, else
     ./otbench-results.sqlite). `norm` is given to every attack that has a norm setting (None: their own);
     `settings`: {"attack": {...}, "defense": {...}, "train": {...}} as `--set SECTION.KEY=VALUE`.
-    `differentiable`, `randomized`, `name`: the declared capabilities and display name of a plain module."""
+    `differentiable`, `randomized`, `name`: the declared capabilities and display name of a plain module (which
+    is moved to `device` and put in eval mode, in place)."""
     from .plan import RunPlan, default_n, execute_into
     from .registry import ATTACKS
 
@@ -102,7 +103,14 @@ def evaluate(model: Any, dataset: str = "mnist", attacks: Sequence[str] = ("pgd"
     plan.validate()
     if built is not None and built.data.name != dataset:
         raise OTBenchError(f"the Defense instance was built on '{built.data.name}', not on '{dataset}'")
-    suites, path = execute_into(plan, results, progress, built=_built(plan, built))
+    from . import training
+
+    quiet = training._QUIET
+    training.set_quiet(quiet or not progress)  # trainings inside defense constructors too (as --quiet)
+    try:
+        suites, path = execute_into(plan, results, progress, built=_built(plan, built))
+    finally:
+        training.set_quiet(quiet)
     return _evaluation(defense_name, suites[0], path)
 
 
