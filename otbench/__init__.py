@@ -20,3 +20,15 @@ try:
     __version__ = version("otbench")
 except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
     __version__ = "0+unknown"
+
+
+def __getattr__(name: str):
+    """`otbench.evaluate`, imported on first use (it loads torch and pandas; `import otbench` stays cheap)."""
+    if name == "evaluate":
+        from .api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'otbench' has no attribute {name!r}")
+
+
+__all__ = ["evaluate", "__version__"]

@@ -186,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .defense import build_config, check_task, create_defense
     from .provenance import resolve_device
     from .registry import DATASETS, DEFENSES
+    from .user_model import resolve  # noqa: F401  (--defense FILE.py:NAME)
 
     cls = DEFENSES.get(args.defense)  # every name and setting is checked before any data is loaded
     DATASETS.get(args.dataset)
@@ -204,23 +205,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def default_n(dataset: str, n: int | None) -> tuple[int, str | None]:
-    """--n as given; else the papers' 1000, or the whole test set where it is smaller, with a note saying so."""
-    from .data import dataset_meta
-    from .registry import DATASETS
-
-    if n is not None:
-        return n, None
-    DATASETS.get(dataset)
-    size = dataset_meta(dataset).test_size
-    if size is not None and size < 1000:
-        return size, f"otbench: --n not given: all {size} test samples of '{dataset}' (fewer than 1000)"
-    return 1000, None
-
-
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from .plan import RunPlan
-    from .store import check_results_path, resolve_results_path
+    from .plan import RunPlan, default_n, execute_into
 
     n, note = default_n(args.dataset, args.n)
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
@@ -234,9 +220,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    path = resolve_results_path(args.results)
-    check_results_path(path)  # before any data is loaded; the file itself is made once the defenses are built
-    results = plan.execute(path, progress=not args.quiet)
+    results, path = execute_into(plan, args.results, progress=not args.quiet)
     return _results(args, results, path, args.subset_seed)
 
 

@@ -23,7 +23,8 @@ from .provenance import resolve_device
 from .registry import ATTACKS, DATASETS, DEFENSES
 from .runner import (DEFAULT_CHUNK, OpenSuite, SuiteResult, close_cell, close_suite, open_suite,
                      split_attack_config)
-from .store import ResultStore
+from .store import ResultStore, check_results_path, resolve_results_path
+from .user_model import resolve as _resolve_user_defense  # noqa: F401  (registers FILE.py:NAME defenses)
 
 if TYPE_CHECKING:
     from .executors import Executor
@@ -97,6 +98,9 @@ class RunPlan:
         for job in self.jobs:
             cls = DEFENSES.get(job.name)
             build_config(cls, job.preset, job.overrides)  # presets, setting names and types
+            if self.executor.distributed and getattr(cls, "user_defined", False):
+                raise OTBenchError(f"defense '{cls.name}' comes from a file or a Python object, which Ray workers "
+                                   f"cannot import; use --executor local")
             check_task(cls, self.dataset, meta.task)
             for attack in job.attacks:
                 acls = ATTACKS.get(attack.name)
@@ -157,6 +161,26 @@ class RunPlan:
         configs = {a.name: dict(a.config) for a in job.attacks}
         return open_suite(defense, budgets, subset, store, configs, seed=self.seed, chunk_size=self.chunk,
                           checks=self.checks, auto_eot=self.auto_eot)
+
+
+def default_n(dataset: str, n: int | None) -> tuple[int, str | None]:
+    """--n as given; else the papers' 1000, or the whole test set where it is smaller, with a note saying so."""
+    if n is not None:
+        return n, None
+    DATASETS.get(dataset)
+    size = dataset_meta(dataset).test_size
+    if size is not None and size < 1000:
+        return size, f"otbench: --n not given: all {size} test samples of '{dataset}' (fewer than 1000)"
+    return 1000, None
+
+
+def execute_into(plan: RunPlan, results: str | Path | None, progress: bool = True,
+                 built: dict[int, tuple[Defense, EvalSubset]] | None = None) -> tuple[list[SuiteResult], Path]:
+    """What `otbench run` and `otbench.evaluate` do with a validated plan: resolve and check the results file
+    (before any data is loaded; the file itself is made once the defenses are built), then execute."""
+    path = resolve_results_path(results)
+    check_results_path(path)
+    return execute_plans([plan], path, progress, built=built)[0], path
 
 
 def execute_plans(plans: list[RunPlan], store: ResultStore | str | Path | None, progress: bool = True,

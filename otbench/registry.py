@@ -39,6 +39,14 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._loaded = False
+        # names no entry point registers, resolved on each lookup (a defense from a file: otbench.user_model)
+        self._resolvers: list[Callable[[str], T | None]] = []
+
+    def add_resolver(self, resolver: Callable[[str], T | None]) -> None:
+        """`resolver(name)` answers names that are not registered (None: not its kind of name; an OTBenchError: its
+        kind, but broken). Asked on every lookup, so a file edited between two runs of one process is read again."""
+        if resolver not in self._resolvers:
+            self._resolvers.append(resolver)
 
     def register(self, name: str | None = None, **meta: Any) -> Callable[[T], T]:
         """Decorator: register `obj` under `name` (default: its __name__), with optional metadata that can be
@@ -98,6 +106,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         self._load()
         if name not in self._entries:
+            for resolver in self._resolvers:
+                found = resolver(name)
+                if found is not None:
+                    return found
             raise OTBenchError(unknown_name_message(self.kind, name, self._entries))
         return self._entries[name]
 
@@ -114,7 +126,12 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        if name in self._entries:
+            return True
+        try:  # a name a resolver answers (FILE.py:NAME) is in; a broken one is not, and get() says why
+            return any(resolver(name) is not None for resolver in self._resolvers)
+        except OTBenchError:
+            return False
 
 
 DEFENSES: Registry = Registry("defense")

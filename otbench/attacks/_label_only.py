@@ -139,6 +139,7 @@ class LabelOnlyAttack(Attack):
                    "else the clean input; inputs in [0, 1]")
     default_eps: ClassVar[tuple[float, ...]] = (2.0, 2.5, 3.0)
     min_queries: ClassVar[int] = 1
+    minimum_norm = True  # the search never reads eps; the best within eps is returned (otbench.curves)
 
     def __init__(self, defense, eps: float, **config: Any) -> None:
         super().__init__(defense, eps, **config)

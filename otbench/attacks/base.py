@@ -47,6 +47,10 @@ class Attack:
     default_eps: ClassVar[tuple[float, ...]] = ()
     # True when the attack works in any input domain (clamps to data.domain); the others assume [0, 1]
     any_domain: ClassVar[bool] = False
+    # A minimum-norm attack (otbench.curves) returns per sample the smallest adversarial input it found within
+    # eps (its pert_norm is that distance, its prediction not the label), else the clean input (pert_norm 0);
+    # eps is the largest budget searched, and one cell gives robust accuracy at every budget up to it.
+    minimum_norm: ClassVar[bool] = False
 
     def __init__(self, defense: Defense, eps: float, **config: Any) -> None:
         self.config = self.settings(config, eps)
@@ -113,10 +117,10 @@ class Attack:
             raise OTBenchError(f"attack '{cls.name}' applies to {'/'.join(cls.tasks)} defenses, but "
                                f"'{defense.name}' is a {defense.task} defense")
         if cls.needs == "gradients" and not defense.differentiable:
-            raise OTBenchError(
-                f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not differentiable. "
-                f"Use 'bpda-pgd' (backward through: {defense.surrogate_description}) or a gradient-free "
-                f"attack such as 'square'")
+            bpda = (f"'bpda-pgd' (backward through: {defense.surrogate_description}) or "
+                    if defense.surrogate_description is not None else "")
+            raise OTBenchError(f"attack '{cls.name}' needs gradients, but defense '{defense.name}' is not "
+                               f"differentiable. Use {bpda}a gradient-free attack such as 'square'")
         if cls.needs == "piecewise-gradients" and not (defense.differentiable or defense.piecewise_differentiable):
             raise OTBenchError(f"attack '{cls.name}' needs exact gradients, and defense '{defense.name}' is neither "
                                f"differentiable nor differentiable almost everywhere; use 'bpda-pgd' or 'square'")
@@ -160,7 +164,8 @@ class Attack:
     def threat_model(cls) -> str:
         norms = "/".join(cls.norms) if cls.norms else "none"
         bound = "" if cls.bounded else " (unbounded: norms reached are recorded)"
-        return f"norm {norms}{bound}; needs {cls.needs}; eps = {cls.eps_meaning}"
+        mode = "; minimum-norm: one cell gives robust accuracy at every smaller eps" if cls.minimum_norm else ""
+        return f"norm {norms}{bound}; needs {cls.needs}{mode}; eps = {cls.eps_meaning}"
 
 
 class EOTModule(nn.Module):

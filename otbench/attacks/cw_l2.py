@@ -83,6 +83,7 @@ class CWL2(Attack):
     defaults = {"norm": "RMS", "c": 1e-3, "kappa": 0.0, "steps": 1000, "lr": 0.01, "binary_search_steps": 9,
                 "abort_early": True}
     default_eps = (0.005,)  # OT-Classifier Table 2: RMS distortion
+    minimum_norm = True  # the smallest misclassified input found, kept when within eps (otbench.curves)
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, seed: int) -> AttackOutput:
         cfg, device = self.config, self.defense.device

@@ -54,7 +54,8 @@ def find_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, pre
         return None
     defense_cfg, attack_cfg = expected
     best = None
-    for cell in store.cells(dataset=spec.dataset, defense=row.defense, attack=row_attack(row, column), preset=preset):
+    stored_name = DEFENSES.get(row.defense).name  # FILE.py:NAME is stored under its name with the file's hash
+    for cell in store.cells(dataset=spec.dataset, defense=stored_name, attack=row_attack(row, column), preset=preset):
         if abs(cell["eps"] - column.eps) > 1e-12:
             continue
         stored_attack = {k: v for k, v in cell["attack_config"].items() if k != "chunk_size"}

@@ -1,7 +1,7 @@
 """The leaderboard's numbers, read from the results store: for each dataset, threat model (norm) and budget, every
 defense (a registered name at a preset with its exact settings) ranked by its best-known robust accuracy, the
 per-sample worst case over every attack stored for it at that budget, on the samples they share
-(`runner.worst_case`). Minimum-norm cells (curves.py) count at every budget. Beside it: the attack that set the
+(`runner.worst_case`). Minimum-norm cells (otbench/curves.py) count at every budget. Beside it: the attack that set the
 number, the reference attack of the dataset's paper table (declared by the paper package through
 `register_reference_attack`; the core names none), n, the queries and seconds it took, and the stored flags."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..config import config_hash, merge
 from ..registry import ATTACKS, DEFENSES, TABLES
 from ..runner import worst_case
 from ..store import ResultStore
-from .curves import is_minimum_norm
+from ..curves import is_minimum_norm
 
 # a stored flag of these codes marks a leaderboard row with this text
 FLAG_MARKS = {"gradient-free-beats-gradient": "gradient attacks unreliable"}

@@ -1,12 +1,12 @@
 """A defense page's robustness curves, one panel per threat model: from minimum-norm cells, robust accuracy at every
-budget (curves.py) per attack and their per-sample worst case; where there are none, the fixed-budget robust
+budget (otbench/curves.py) per attack and their per-sample worst case; where there are none, the fixed-budget robust
 accuracies against eps, each attack joined only between budgets it was measured at, with the worst case in black."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..store import ResultStore
-from .curves import area, curve, smallest_distances
+from ..curves import area, curve, smallest_distances
 from .leaderboard import DefenseGroup, Entry
 
 
@@ -29,12 +29,10 @@ def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry]
             grid = [top * i / 200 for i in range(201)]
             for i, (cell_id, label) in enumerate(sorted(minimum.items(), key=lambda kv: kv[1])):
                 d = smallest_distances(store, [cell_id])
-                pts = curve(d, grid)
-                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color=f"C{i % 10}", lw=1.2,
+                ax.plot(grid, [100 * r for r in curve(d, grid)], color=f"C{i % 10}", lw=1.2,
                         label=f"{label} (n={len(d)}, area {area(d, top):.2f})")
             d = smallest_distances(store, list(minimum))
-            pts = curve(d, grid)
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], color="black", lw=2.2,
+            ax.plot(grid, [100 * r for r in curve(d, grid)], color="black", lw=2.2,
                     label=f"worst case of the minimum-norm attacks (n={len(d)})")
         else:  # fixed budgets: one series per attack, its points joined only where it was measured
             labels = sorted({a.label for e in mine for a in e.cells})

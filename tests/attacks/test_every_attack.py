@@ -30,6 +30,8 @@ FAST = {
     "neighbour-shift": ("otad", 3.0, {"refine_queries": 50}),
     "neighbour-shift-labels": ("knn", 3.0, {}),
     "transfer-pgd": ("standard", 2.0, {"steps": 10}),
+    "fab": ("standard", 3.0, {"steps": 20}),
+    "deepfool": ("standard", 3.0, {"steps": 20}),
     "dml-attack": None,      # needs a metric network: tests/test_attacks_extra.py
     "regression-l2": None,   # needs a regression defense: tests/test_attacks_extra.py
     "gaussian-noise": None,  # random noise, not meant to lower accuracy: tests/test_regression.py

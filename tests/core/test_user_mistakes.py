@@ -17,9 +17,81 @@ from support import DATA
 
 RUN = ["run", "--defense", "otad", "--attack", "square", "--eps", "2", "--n", "5"]
 SQUARE = RUN  # a valid run to which each mistake adds one thing
+FILE_RUN = ["run", "--attack", "pgd", "--eps", "1", "--n", "5", "--set", "attack.steps=2", "--defense"]
+
+# the defenses of one file that the mistakes name (FILE.py:NAME); Net is a valid one
+GOOD_DEFENSES = """
+import torch
+from torch import nn
+
+from otbench.defense import Defense
+
+THRESHOLD = 3
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class FiveLogits(Net):
+    def forward(self, x):
+        return super().forward(x)[:, :5]
+
+
+class NaNNet(Net):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
+class TupleNet(Net):
+    def forward(self, x):
+        return super().forward(x), x
+
+
+class CifarNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x):
+        return self.fc(x.reshape(len(x), 3 * 32 * 32))
+
+
+class MinusOneToOne(Net):
+    def forward(self, x):
+        assert x.min() < 0, "expects inputs in [-1, 1]"
+        return super().forward(x)
+
+
+class Undecided(Net):
+    differentiable = "yes"
+
+
+class Opaque(Net):
+    differentiable = False
+
+
+class NoPresets(Defense):
+    def logits(self, x):
+        return x.flatten(1)[:, :10]
+
+
+def not_a_module():
+    return {"weights": None}
+
+
+def broken_factory():
+    raise ValueError("no checkpoint at ./weights.pt")
+"""
 
 # (name, argv, what the one line must say). Arguments may name the inputs the fixture makes: {dir}, {text},
-# {binary}, {truncated}, {readonly}, {foreign}, {toml_bad}, {toml_int}, {toml_section}, {v1}.
+# {binary}, {truncated}, {readonly}, {foreign}, {toml_bad}, {toml_int}, {toml_section}, {v1}, {defenses} (a folder of
+# defense files), {sweep_raises}.
 MISTAKES = [
     ("defense typo", ["run", "--defense", "otda", "--attack", "square"], "Did you mean 'otad'?"),
     ("attack typo", ["run", "--defense", "otad", "--attack", "sqare"], "Did you mean 'square'?"),
@@ -105,6 +177,41 @@ MISTAKES = [
     ("merge source not otbench's", ["merge", "{foreign}"], "not otbench's (no table `cells`)"),
     ("merge into a text file", ["merge", "{v1}", "--results", "{text}"], "is not an SQLite file"),
     ("list kind typo", ["list", "defence"], "invalid choice: 'defence'"),
+    # a defense from one file (--defense FILE.py:NAME; otbench.user_model): the file, then the built module
+    ("defense file missing", [*FILE_RUN, "/nonexistent/my_defense.py:Net"], "does not exist (--defense FILE.py:NAME)"),
+    ("defense file without NAME", [*FILE_RUN, "{defenses}/good.py"], "is given as FILE.py:NAME"),
+    ("defense file a folder", [*FILE_RUN, "{defenses}/folder.py:Net"], "is not a file"),
+    ("defense file not text", [*FILE_RUN, "{defenses}/binary.py:Net"], "is not UTF-8 text"),
+    ("defense file syntax error", [*FILE_RUN, "{defenses}/syntax.py:Net"], "line 2: not valid Python"),
+    ("defense file raises on import", [*FILE_RUN, "{defenses}/raises.py:Net"],
+     "failed on import: RuntimeError: no GPU here"),
+    ("defense file imports a missing package", [*FILE_RUN, "{defenses}/imports.py:Net"],
+     "failed on import: ModuleNotFoundError: No module named 'not_a_package_otbench'"),
+    ("defense name missing", [*FILE_RUN, "{defenses}/good.py:Nett"], "has no 'Nett'; it defines: "),
+    ("defense name a number", [*FILE_RUN, "{defenses}/good.py:THRESHOLD"],
+     "is a int, not a Defense subclass, a torch.nn.Module"),
+    ("defense factory returns a dict", [*FILE_RUN, "{defenses}/good.py:not_a_module"],
+     "gave a dict, not a torch.nn.Module"),
+    ("defense factory raises", [*FILE_RUN, "{defenses}/good.py:broken_factory"],
+     "building the module failed: ValueError: no checkpoint"),
+    ("module output shape", [*FILE_RUN, "{defenses}/good.py:FiveLogits"], "expected (16, 10): one logit per class"),
+    ("module NaN logits", [*FILE_RUN, "{defenses}/good.py:NaNNet"], "returned non-finite outputs (NaN or inf)"),
+    ("module returns a tuple", [*FILE_RUN, "{defenses}/good.py:TupleNet"], "returned a tuple, not a tensor"),
+    ("module for another input shape", [*FILE_RUN, "{defenses}/good.py:CifarNet"],
+     "failed on 16 test inputs of 'mnist' (shape (1, 28, 28), values in [0, 1]): RuntimeError"),
+    ("module for another input domain", [*FILE_RUN, "{defenses}/good.py:MinusOneToOne"],
+     "values in [0, 1]): AssertionError: expects inputs in [-1, 1]"),
+    ("defense class declarations", [*FILE_RUN, "{defenses}/good.py:NoPresets"], "declares no presets"),
+    ("module capability not a bool", [*FILE_RUN, "{defenses}/good.py:Undecided"],
+     "differentiable must be True or False"),
+    ("gradient attack on an opaque module", [*FILE_RUN, "{defenses}/good.py:Opaque"],
+     "needs gradients, but defense 'good.py:Opaque@"),
+    ("defense file on ray", [*FILE_RUN, "{defenses}/good.py:Net", "--executor", "ray"],
+     "Ray workers cannot import; use --executor local"),
+    ("defense file preset typo", [*FILE_RUN, "{defenses}/good.py:Net", "--preset", "papr"], "valid: quick, paper"),
+    ("defense file setting", [*FILE_RUN, "{defenses}/good.py:Net", "--set", "defense.K=3"], "has no defense settings"),
+    ("sweep with a broken defense file", ["sweep", "{sweep_raises}"], "failed on import: RuntimeError"),
+    ("train a defense file without NAME", ["train", "--defense", "{defenses}/good.py"], "FILE.py:NAME"),
 ]
 
 
@@ -130,13 +237,24 @@ def inputs(tmp_path_factory):
     foreign.commit()
     foreign.close()
     shutil.copyfile(Path(__file__).resolve().parents[1] / "fixtures" / "results-v1.sqlite", root / "v1.sqlite")
+    defenses = root / "defenses"
+    defenses.mkdir()
+    (defenses / "good.py").write_text(GOOD_DEFENSES)
+    (defenses / "folder.py").mkdir()
+    (defenses / "binary.py").write_bytes(bytes(range(128, 256)) * 4)
+    (defenses / "syntax.py").write_text("import torch\nclass Net(nn.Module)\n    pass\n")
+    (defenses / "raises.py").write_text("raise RuntimeError('no GPU here')\n")
+    (defenses / "imports.py").write_text("import not_a_package_otbench\n")
+    (root / "sweep-raises.toml").write_text(f'dataset = "mnist"\ndefenses = ["{defenses}/raises.py:Net"]\n'
+                                            'attacks = ["pgd"]\neps = [1.0]\nn = 5\n')
     readonly = root / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
     return {"dir": str(root / "folder"), "text": str(root / "text.sqlite"), "binary": str(root / "binary.toml"),
             "toml_bad": str(root / "bad.toml"), "toml_int": str(root / "int.toml"),
             "toml_section": str(root / "section.toml"), "truncated": str(root / "truncated.sqlite"),
-            "foreign": str(root / "foreign.sqlite"), "readonly": str(readonly), "v1": str(root / "v1.sqlite")}
+            "foreign": str(root / "foreign.sqlite"), "readonly": str(readonly), "v1": str(root / "v1.sqlite"),
+            "defenses": str(defenses), "sweep_raises": str(root / "sweep-raises.toml")}
 
 
 def files_under(path: Path) -> set[str]:

@@ -12,7 +12,7 @@ from site_support import FIXED_EPS, MIN_NORM_EPS, expected_board, raw_cells
 from otbench.checks import Flag
 from otbench.cli import main
 from otbench.report import leaderboard
-from otbench.report.curves import area, robust_accuracy, smallest_distances
+from otbench.curves import area, robust_accuracy, smallest_distances
 from otbench.runner import worst_case
 from otbench.store import ResultStore
 
