@@ -58,6 +58,12 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                         "counts give bit-identical numbers")
 
 
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-vacuous-eps", action="store_true",
+                   help="run a budget that allows every input in the domain (Linf >= 1, L2 >= sqrt(d) on [0, 1]), "
+                        "refused otherwise")
+
+
 def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address,
             "gpus_per_worker": args.gpus_per_worker, "threads": args.threads}
@@ -95,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--no-checks", action="store_true", help="skip the soundness diagnostics (README: Diagnostics)")
     p.add_argument("--dry-run", action="store_true", help="check and print the run plan, compute nothing")
+    _budget_args(p)
     _model_args(p)
     _executor_args(p)
     _common(p)
@@ -103,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the sweep file (its format: otbench/sweep.py, README)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="check and print every run plan, compute nothing")
+    _budget_args(p)
     _executor_args(p)
     _common(p)
 
@@ -186,6 +194,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     cls = DEFENSES.get(args.defense)  # every name and setting is checked before any data is loaded
     DATASETS.get(args.dataset)
     overrides = _overrides(args)
+    if overrides["attack"]:  # silently ignored otherwise
+        raise OTBenchError(f"train uses no attack settings (got {', '.join(sorted(overrides['attack']))}); give "
+                           f"defense.KEY or train.KEY settings, attack settings go to `otbench run`")
     build_config(cls, args.preset, overrides)
     if cls.task != dataset_meta(args.dataset).task:
         raise OTBenchError(f"defense '{args.defense}' is a {cls.task} defense and dataset '{args.dataset}' is a "
@@ -220,10 +231,12 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import RunPlan
     from .store import check_results_path, resolve_results_path
 
+    path = resolve_results_path(args.results)  # an empty --results is a mistake, even in a dry run
     n, note = default_n(args.dataset, args.n)
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
-                        data_root=args.data_root, checks=not args.no_checks, **_executor_options(args))
+                        data_root=args.data_root, checks=not args.no_checks,
+                        allow_vacuous_eps=args.allow_vacuous_eps, **_executor_options(args))
     plan.validate()  # the whole plan, before any data is loaded or any model trained
     if note:
         print(note, file=sys.stderr)
@@ -232,7 +245,6 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    path = resolve_results_path(args.results)
     check_results_path(path)  # before any data is loaded; the file itself is made once the defenses are built
     results = plan.execute(path, progress=not args.quiet)
     return _results(args, results, path, args.subset_seed)
@@ -258,7 +270,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     options = _executor_options(args)
     check_executor(options["executor"], options["workers"], options["ray_address"], options["gpus_per_worker"],
                    options["threads"])  # a command-line mistake is not the file's
-    plans = sweep_plans(args.file, data_root=args.data_root, **options)
+    plans = sweep_plans(args.file, data_root=args.data_root, allow_vacuous_eps=args.allow_vacuous_eps, **options)
     if args.device != "auto":  # --device on the command line wins over the file's
         for plan in plans:
             plan.device = args.device
@@ -268,21 +280,22 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    store = ResultStore(args.results)
-    try:
+    with ResultStore(args.results) as store:
         results = [r for group in execute_plans(plans, store, progress=not args.quiet) for r in group]
-    finally:
-        store.close()
     return _results(args, results, store.path, plans[0].subset_seed)
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .executors import check_executor
+    from .files import check_output_folder
     from .registry import DEFENSES, TABLES
     from .report.table import ReportContext
     from .store import ResultStore
 
-    specs = [TABLES.get(n)() for n in (args.tables or TABLES.names())]
+    if args.tables == []:  # `--tables ''` would otherwise render every table
+        raise OTBenchError(f"--tables is empty; give table names (valid: {', '.join(TABLES.names())}) or leave it "
+                           f"out for all")
+    specs = [TABLES.get(n)() for n in (TABLES.names() if args.tables is None else args.tables)]
     known = sorted({p for n in DEFENSES.names() for p in DEFENSES.get(n).presets})
     fallback = tuple(args.fallback or ())
     for option, value in [("--preset", args.preset)] + [("--fallback", f) for f in fallback]:
@@ -292,19 +305,17 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     ctx = ReportContext(preset=args.preset, fallback=fallback, n=args.n, seed=args.seed,
                         subset_seed=args.subset_seed, chunk=args.chunk, device=args.device, data_root=args.data_root,
                         progress=not args.quiet, **_executor_options(args))
-    store = ResultStore(args.results)
-    try:
+    out_dir = check_output_folder(args.out if args.out is not None else Path("reports") / args.preset, "--out")
+    # without --fill, report only reads: a missing (mistyped) results file is an error, never an empty one made
+    with ResultStore(args.results, read_only=not args.fill) as store:
         if args.fill:
             _fill(args, specs, store, ctx)
         written = {}
-        out_dir = Path(args.out or Path("reports") / args.preset)
         for spec in specs:
             paths = spec.render(store, out_dir, ctx)
             written[spec.name] = [str(p) for p in paths]
             if not args.json:
                 print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
-    finally:
-        store.close()
     return {"written": written}
 
 
@@ -335,17 +346,13 @@ def _fill(args: argparse.Namespace, specs: list[Any], store: Any, ctx: Any) -> N
 
 
 def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
-    from .store import ResultStore, check_source_database
+    from .store import merge_into
 
-    for source in args.sources:  # every source checked before the target is opened (or made)
-        check_source_database(Path(source))
-    store = ResultStore(args.results)
-    out = {}
-    for source in args.sources:
-        out[source] = store.merge_from(source)
+    def say(source: Path, path: Path, counts: dict[str, int]) -> None:
         if not args.json:
-            print(f"{source} -> {store.path}: " + ", ".join(f"{v} new {k}" for k, v in out[source].items()))
-    store.close()
+            print(f"{source} -> {path}: " + ", ".join(f"{v} new {k}" for k, v in counts.items()))
+
+    _, out = merge_into(args.results, args.sources, say)
     return {"merged": out}
 
 

@@ -52,6 +52,7 @@ class DatasetMeta:
     task: str = "classification"  # or "regression" (num_classes 0, float targets)
     domain: tuple[float, float] | None = (0.0, 1.0)
     test_size: int | None = None  # None: known only once loaded (a user's own file)
+    input_dim: int | None = None  # numbers per input (784 for MNIST), for the plan's budget check; None: unknown
 
 
 def dataset_meta(name: str) -> DatasetMeta:
@@ -104,6 +105,12 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
                                    f"; give the folder holding MNIST/raw, FashionMNIST/raw, winequality/ ...")
             return root
     return cache_dir() / "data"
+
+
+def own_data_root(root: Path) -> bool:
+    """The default data root, otbench's folder in its cache: the one place a download may go. Nothing is ever
+    created inside a data root the user named (a loader mirrors its files into the cache instead)."""
+    return root.resolve() == (cache_root() / "data").resolve()
 
 
 def eval_subset(n_test: int, n: int, seed: int = 0) -> EvalSubset:
