@@ -177,7 +177,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from .config import SECTIONS, load_config_file, parse_overrides
 
     merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    if getattr(args, "config", None):
+    if getattr(args, "config", None) is not None:  # an empty --config is a mistake, not "no file"
         for s, values in load_config_file(args.config).items():
             merged[s].update(values)
     for s, values in parse_overrides(args.overrides).items():

@@ -362,12 +362,30 @@ class ResultStore:
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, cell_id: str, command: str, ids: list[int], machine: str, versions: dict) -> int:
+        """Claim the cell for this process: its `runs` row is written first (taking SQLite's write lock), then no
+        other live process of this host may be running the cell, else nothing is written and the run is refused.
+        So two runs on one results file never compute the same chunk; the second is told to wait."""
+        host = socket.gethostname()
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO runs (cell_id, command, sample_ids, n, status, started_at, machine, versions, pid, host) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (cell_id, command, json.dumps(ids), len(ids), "running", time.time(), machine,
-                 json.dumps(versions, sort_keys=True), os.getpid(), socket.gethostname()))
+                 json.dumps(versions, sort_keys=True), os.getpid(), host))
+            others = self.db.execute("SELECT pid, started_at FROM runs WHERE cell_id = ? AND status = 'running' AND "
+                                     "host = ? AND pid != ? AND run_id != ?",
+                                     (cell_id, host, os.getpid(), cur.lastrowid)).fetchall()
+            live = [(pid, started) for pid, started in others if _alive(pid)]
+            if live:
+                self.db.rollback()
+                cell = self.db.execute("SELECT defense, attack, eps FROM cells WHERE cell_id = ?",
+                                       (cell_id,)).fetchone()
+                what = f"{cell[0]} under {cell[1]} at eps {cell[2]:g}" if cell else cell_id
+                pid, started = live[0]
+                raise OTBenchError(f"results database {self.path}: cell {what} is being computed by another otbench "
+                                   f"run (pid {pid} on this machine, started {time.strftime('%H:%M:%S', time.localtime(started))}"
+                                   f"); wait for it to finish and rerun the same command (it resumes from what is "
+                                   f"stored), or give another --results file")
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, wall_seconds: float, status: str = "complete") -> None:
