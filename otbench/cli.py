@@ -69,11 +69,20 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
             "gpus_per_worker": args.gpus_per_worker, "threads": args.threads}
 
 
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() (and a terminal) breaks at
+
+
+def one_line(message: str) -> str:
+    """An error is one line even when it quotes what the user typed (a name, a --set or a file with a line break
+    in it; Hypothesis found a form feed): every line break is written escaped."""
+    return "".join(c.encode("unicode_escape").decode() if c in _LINE_BREAKS else c for c in message)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line pointing at --help, like every other otbench error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = COMMANDS[args.command](args)
     except OTBenchError as exc:
-        print(f"otbench: error: {exc}", file=sys.stderr)
+        print(f"otbench: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("otbench: interrupted; every finished chunk is stored; rerun the same command to resume",

@@ -521,6 +521,7 @@ def merge_into(target: str | os.PathLike | None, sources: Iterable[str | os.Path
     new = check_results_path(path) is None and not (path.exists() and path.stat().st_size)
     work = path
     if new:
+        _remove_stale_merges(path)
         work = path.with_name(f".{path.name}.{os.getpid()}.merging")  # the folder's own permissions, as the target
     out: dict[str, dict[str, int]] = {}
     try:
@@ -535,3 +536,12 @@ def merge_into(target: str | os.PathLike | None, sources: Iterable[str | os.Path
         if new and work.exists():
             work.unlink()
     return path, out
+
+
+def _remove_stale_merges(path: Path) -> None:
+    """The hidden work files of merges into `path` killed before their rename (their process is gone)."""
+    for work in path.parent.glob(f".{path.name}.*.merging"):
+        pid = work.name[len(path.name) + 2:-len(".merging")]
+        if pid.isdigit() and not _alive(int(pid)):
+            for leftover in (work, work.with_name(work.name + "-journal")):
+                leftover.unlink(missing_ok=True)

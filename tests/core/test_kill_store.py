@@ -115,3 +115,4 @@ def test_a_merge_killed_inside_leaves_both_files_as_they_were(tmp_path, target_e
     assert subprocess.run([sys.executable, "-m", "otbench", "merge", str(source), "--results", str(target)],
                           capture_output=True).returncode == 0  # the same merge, rerun, completes
     assert counts(target) == counts(source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target.sqlite", "v1.sqlite"]  # the killed work file too
