@@ -106,17 +106,34 @@ class Inspected:
     application_id: int
 
 
-def _inspect(path: Path) -> Inspected:
-    """Open read-only (a `mode=ro` URI: SQLite writes nothing, makes no journal) and read the header facts."""
+def _header(uri: str) -> tuple[int, int, frozenset[str], tuple[str, ...]]:
+    db = sqlite3.connect(uri, uri=True)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = frozenset(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        cells = tuple(r[1] for r in db.execute("PRAGMA table_info(cells)"))
+    finally:
+        db.close()
+    return version, app, tables, cells
+
+
+def _inspect(path: Path) -> Inspected:
+    """Open read-only (a `mode=ro` URI: SQLite writes nothing, makes no journal) and read the header facts. A file
+    with a hot journal (a process killed while writing it) cannot be read so: it is read from a copy of both, rolled
+    back there, so the file itself is still not touched before it is known to be otbench's."""
+    journal = path.with_name(path.name + "-journal")
+    try:
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            app = db.execute("PRAGMA application_id").fetchone()[0]
-            tables = frozenset(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-            cells = tuple(r[1] for r in db.execute("PRAGMA table_info(cells)"))
-        finally:
-            db.close()
+            version, app, tables, cells = _header(f"{path.resolve().as_uri()}?mode=ro")
+        except sqlite3.OperationalError:
+            if not journal.is_file():
+                raise
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                shutil.copyfile(path, copy)
+                shutil.copyfile(journal, copy.with_name(journal.name))
+                version, app, tables, cells = _header(copy.as_uri())
     except sqlite3.DatabaseError as exc:
         raise OTBenchError(f"results database {path} cannot be read ({exc}): it is corrupt or truncated; give "
                            f"another file or move it away") from None

@@ -368,3 +368,47 @@ def test_the_shared_mnist_files_are_the_published_ones():
         for name, md5 in UNPACKED_MD5[folder].items():
             if (DATA / folder / "raw" / name).exists():
                 assert _md5(DATA / folder / "raw" / name) == md5
+
+
+HOT = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+db.execute("PRAGMA cache_size = 5")  # the changed pages spill into the file: its journal is hot after a kill
+db.execute("BEGIN")
+db.execute(f"UPDATE {sys.argv[2]} SET {sys.argv[3]} = {sys.argv[3]} || 'changed'")
+print("inside", flush=True)
+time.sleep(120)
+"""
+
+
+def hot_journal(path: Path, table: str, column: str) -> None:
+    """Leave `path` as a process killed inside a write leaves it: changed pages in the file, a hot journal beside."""
+    proc = subprocess.Popen([sys.executable, "-c", HOT, str(path), table, column], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "inside"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path.with_name(path.name + "-journal").exists()
+
+
+def test_a_file_left_with_a_hot_journal_is_judged_without_being_rolled_back(tmp_path):
+    """A foreign file killed mid-write is refused as not otbench's (not as corrupt), it and its journal untouched;
+    otbench's own is opened (SQLite rolls it back) with every row."""
+    path = tmp_path / "other.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE songs (title TEXT)")
+    db.executemany("INSERT INTO songs VALUES (?)", [("x" * 400,) for _ in range(3000)])
+    db.commit()
+    db.close()
+    hot_journal(path, "songs", "title")
+    journal = path.with_name(path.name + "-journal")
+    before = (sha(path), sha(journal))
+    with pytest.raises(OTBenchError, match="not otbench's \\(tables songs\\)"):
+        ResultStore(path)
+    assert (sha(path), sha(journal)) == before
+    ours = tmp_path / "ours.sqlite"
+    with ResultStore(ours) as store:
+        store.add_chunk("c", 0, [SampleRow(i, 1, 1, 1, 0.5, None) for i in range(3000)],
+                        {"wall_seconds": 1.0, "device": "cpu", "versions": {}, "machine": "m"})
+    hot_journal(ours, "samples", "cell_id")
+    with ResultStore(ours) as store:
+        assert store.count_rows("c") == 3000
