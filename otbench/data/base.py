@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import OTBenchError
+from ..files import file_kind
 from ..registry import DATASETS
 
 DATA_ENV = "OTBENCH_DATA"
@@ -86,9 +87,13 @@ def check_cache_writable() -> Path:
     the mode bits, so they are checked too), so an hour of training is never lost to a read-only cache."""
     models = cache_root() / "models"
     existing = models
-    while not existing.exists():
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o200):
+    kind = file_kind(existing)
+    if kind != "a directory":  # a file, a FIFO, a device (/dev/null): refused by what it is
+        raise OTBenchError(f"cache folder {models} cannot be made: {existing} is {kind or 'a file'}, not a folder; "
+                           f"set ${CACHE_ENV} to a writable folder")
+    if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o200):
         raise OTBenchError(f"cache folder {models} is not writable ({existing} is read-only or not a folder): trained "
                            f"models could not be kept; set ${CACHE_ENV} to a writable folder")
     return models

@@ -412,3 +412,20 @@ def test_a_file_left_with_a_hot_journal_is_judged_without_being_rolled_back(tmp_
     hot_journal(ours, "samples", "cell_id")
     with ResultStore(ours) as store:
         assert store.count_rows("c") == 3000
+
+
+@pytest.mark.parametrize("kind,message", [("devnull", "/dev/null is a character device, not a folder"),
+                                          ("fifo", "is a FIFO (named pipe), not a folder"),
+                                          ("file", "is a file, not a folder")])
+def test_a_cache_that_is_not_a_folder_is_refused_by_what_it_is(tmp_path, capsys, monkeypatch, kind, message):
+    cache = tmp_path / "cache"
+    if kind == "devnull":
+        cache = Path("/dev/null")
+    elif kind == "fifo":
+        os.mkfifo(cache)
+    else:
+        cache.write_text("mine")
+    monkeypatch.setenv("OTBENCH_CACHE", str(cache))
+    refused(capsys, [*RUN, "--dry-run"], message)
+    if kind == "file":
+        assert cache.read_text() == "mine"
