@@ -273,9 +273,10 @@ def _results(args: argparse.Namespace, results: list[Any], path: Path, subset_se
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from .executors import check_executor
     from .plan import execute_plans
-    from .store import ResultStore
+    from .store import ResultStore, resolve_results_path
     from .sweep import sweep_plans
 
+    resolve_results_path(args.results)  # an empty --results is a mistake, even in a dry run
     options = _executor_options(args)
     check_executor(options["executor"], options["workers"], options["ray_address"], options["gpus_per_worker"],
                    options["threads"])  # a command-line mistake is not the file's

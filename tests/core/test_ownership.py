@@ -429,3 +429,10 @@ def test_a_cache_that_is_not_a_folder_is_refused_by_what_it_is(tmp_path, capsys,
     refused(capsys, [*RUN, "--dry-run"], message)
     if kind == "file":
         assert cache.read_text() == "mine"
+
+
+def test_the_named_columns_are_the_tables_columns(tmp_path):
+    """COLUMNS (what every statement names) and the schema that creates the tables agree, column for column."""
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for table, columns in COLUMNS.items():
+            assert tuple(r[1] for r in store.db.execute(f"PRAGMA table_info({table})")) == columns, table
