@@ -257,7 +257,7 @@ class ResultStore:
         self.migrated: list[str] = []  # what opening it did to an older database
         if read_only:
             found = check_source_database(self.path)
-            if _current(found):
+            if found.version == SCHEMA_VERSION and set(COLUMNS) <= found.tables:  # stamped or not: only read
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
                 return
         found = check_results_path(self.path)  # read-only: a file that is not otbench's is never written

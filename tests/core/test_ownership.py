@@ -436,3 +436,17 @@ def test_the_named_columns_are_the_tables_columns(tmp_path):
     with ResultStore(tmp_path / "r.sqlite") as store:
         for table, columns in COLUMNS.items():
             assert tuple(r[1] for r in store.db.execute(f"PRAGMA table_info({table})")) == columns, table
+
+
+def test_reading_a_current_database_made_before_the_stamp_leaves_it_as_it_is(tmp_path):
+    """`report` without --fill only reads: a v3 file from before the application id is not stamped by it."""
+    path = tmp_path / "v3.sqlite"
+    ResultStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA application_id = 0")
+    db.commit()
+    db.close()
+    before = sha(path)
+    with ResultStore(path, read_only=True) as store:
+        assert store.cells() == []
+    assert sha(path) == before
