@@ -58,6 +58,12 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                         "counts give bit-identical numbers")
 
 
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-vacuous-eps", action="store_true",
+                   help="run a budget that allows every input in the domain (Linf >= 1, L2 >= sqrt(d) on [0, 1]), "
+                        "refused otherwise")
+
+
 def _executor_options(args: argparse.Namespace) -> Any:
     """The --executor options as the one value the plan, the report and the executors share (checked there)."""
     from .executors.options import ExecutorOptions
@@ -65,11 +71,20 @@ def _executor_options(args: argparse.Namespace) -> Any:
     return ExecutorOptions(args.executor, args.workers, args.ray_address, args.gpus_per_worker, args.threads)
 
 
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() (and a terminal) breaks at
+
+
+def one_line(message: str) -> str:
+    """An error is one line even when it quotes what the user typed (a name, a --set or a file with a line break
+    in it; Hypothesis found a form feed): every line break is written escaped."""
+    return "".join(c.encode("unicode_escape").decode() if c in _LINE_BREAKS else c for c in message)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line pointing at --help, like every other otbench error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--no-checks", action="store_true", help="skip the soundness diagnostics (README: Diagnostics)")
     p.add_argument("--dry-run", action="store_true", help="check and print the run plan, compute nothing")
+    _budget_args(p)
     _model_args(p)
     _executor_args(p)
     _common(p)
@@ -105,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="the sweep file (its format: otbench/sweep.py, README)")
     p.add_argument("--results", help="results database (default: $OTBENCH_RESULTS, else ./otbench-results.sqlite)")
     p.add_argument("--dry-run", action="store_true", help="check and print every run plan, compute nothing")
+    _budget_args(p)
     _executor_args(p)
     _common(p)
 
@@ -173,7 +190,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from .config import SECTIONS, load_config_file, parse_overrides
 
     merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    if getattr(args, "config", None):
+    if getattr(args, "config", None) is not None:  # an empty --config is a mistake, not "no file"
         for s, values in load_config_file(args.config).items():
             merged[s].update(values)
     for s, values in parse_overrides(args.overrides).items():
@@ -191,6 +208,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     cls = DEFENSES.get(args.defense)  # every name and setting is checked before any data is loaded
     DATASETS.get(args.dataset)
     overrides = _overrides(args)
+    if overrides["attack"]:  # silently ignored otherwise
+        raise OTBenchError(f"train uses no attack settings (got {', '.join(sorted(overrides['attack']))}); give "
+                           f"defense.KEY or train.KEY settings, attack settings go to `otbench run`")
     build_config(cls, args.preset, overrides)
     check_task(cls, args.dataset, dataset_meta(args.dataset).task)
     device = resolve_device(args.device)
@@ -207,11 +227,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import RunPlan, default_n, execute_into
+    from .store import resolve_results_path
 
+    path = resolve_results_path(args.results)  # an empty --results is a mistake, even in a dry run
     n, note = default_n(args.dataset, args.n)
     plan = RunPlan.grid(args.dataset, args.defense, args.attack, args.eps, args.preset, _overrides(args), n=n,
                         subset_seed=args.subset_seed, seed=args.seed, chunk=args.chunk, device=args.device,
-                        data_root=args.data_root, checks=not args.no_checks, executor=_executor_options(args))
+                        data_root=args.data_root, checks=not args.no_checks,
+                        allow_vacuous_eps=args.allow_vacuous_eps, executor=_executor_options(args))
     plan.validate()  # the whole plan, before any data is loaded or any model trained
     if note:
         print(note, file=sys.stderr)
@@ -220,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    results, path = execute_into(plan, args.results, progress=not args.quiet)
+    results, path = execute_into(plan, path, progress=not args.quiet)
     return _results(args, results, path, args.subset_seed)
 
 
@@ -237,12 +260,14 @@ def _results(args: argparse.Namespace, results: list[Any], path: Path, subset_se
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from .plan import execute_plans
-    from .store import ResultStore
+    from .store import ResultStore, resolve_results_path
     from .sweep import sweep_plans
 
+    resolve_results_path(args.results)  # an empty --results is a mistake, even in a dry run
     options = _executor_options(args)
     options.check()  # a command-line mistake is not the file's
-    plans = sweep_plans(args.file, data_root=args.data_root, executor=options)
+    plans = sweep_plans(args.file, data_root=args.data_root, allow_vacuous_eps=args.allow_vacuous_eps,
+                        executor=options)
     if args.device != "auto":  # --device on the command line wins over the file's
         for plan in plans:
             plan.device = args.device
@@ -252,20 +277,21 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print("\n".join(lines))
         return {"plan": lines}
-    store = ResultStore(args.results)
-    try:
+    with ResultStore(args.results) as store:
         results = [r for group in execute_plans(plans, store, progress=not args.quiet) for r in group]
-    finally:
-        store.close()
     return _results(args, results, store.path, plans[0].subset_seed)
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from .files import check_output_folder
     from .registry import DEFENSES, TABLES
     from .report.table import ReportContext
     from .store import ResultStore
 
-    specs = [TABLES.get(n)() for n in (args.tables or TABLES.names())]
+    if args.tables == []:  # `--tables ''` would otherwise render every table
+        raise OTBenchError(f"--tables is empty; give table names (valid: {', '.join(TABLES.names())}) or leave it "
+                           f"out for all")
+    specs = [TABLES.get(n)() for n in (TABLES.names() if args.tables is None else args.tables)]
     known = sorted({p for n in DEFENSES.names() for p in DEFENSES.get(n).presets})
     fallback = tuple(args.fallback or ())
     for option, value in [("--preset", args.preset)] + [("--fallback", f) for f in fallback]:
@@ -277,22 +303,20 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     ctx.executor.check()
     if args.html and not args.fill:
         return _site(args, ctx)
-    store = ResultStore(args.results)
-    try:
+    out_dir = check_output_folder(args.out if args.out is not None else Path("reports") / args.preset, "--out")
+    # without --fill, report only reads: a missing (mistyped) results file is an error, never an empty one made
+    with ResultStore(args.results, read_only=not args.fill) as store:
         if args.fill:
             _fill(args, specs, store, ctx)
         if args.html:
             store.close()
             return _site(args, ctx)
         written = {}
-        out_dir = Path(args.out or Path("reports") / args.preset)
         for spec in specs:
             paths = spec.render(store, out_dir, ctx)
             written[spec.name] = [str(p) for p in paths]
             if not args.json:
                 print(f"{spec.name}: " + ", ".join(str(p) for p in paths))
-    finally:
-        store.close()
     return {"written": written}
 
 
@@ -342,17 +366,13 @@ def _fill(args: argparse.Namespace, specs: list[Any], store: Any, ctx: Any) -> N
 
 
 def cmd_merge(args: argparse.Namespace) -> dict[str, Any]:
-    from .store import ResultStore, check_source_database
+    from .store import merge_into
 
-    for source in args.sources:  # every source checked before the target is opened (or made)
-        check_source_database(Path(source))
-    store = ResultStore(args.results)
-    out = {}
-    for source in args.sources:
-        out[source] = store.merge_from(source)
+    def say(source: Path, path: Path, counts: dict[str, int]) -> None:
         if not args.json:
-            print(f"{source} -> {store.path}: " + ", ".join(f"{v} new {k}" for k, v in out[source].items()))
-    store.close()
+            print(f"{source} -> {path}: " + ", ".join(f"{v} new {k}" for k, v in counts.items()))
+
+    _, out = merge_into(args.results, args.sources, say)
     return {"merged": out}
 
 
@@ -376,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = COMMANDS[args.command](args)
     except OTBenchError as exc:
-        print(f"otbench: error: {exc}", file=sys.stderr)
+        print(f"otbench: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("otbench: interrupted; every finished chunk is stored; rerun the same command to resume",

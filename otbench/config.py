@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import OTBenchError
+from .files import read_text
 
 SECTIONS = ("defense", "train", "attack")
 NULLABLE = {"train_size"}  # settings where null means "all" even when the preset gives a number
@@ -76,17 +77,13 @@ def parse_overrides(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """A TOML or JSON file with [defense], [train] and [attack] tables."""
+    if not str(path).strip():
+        raise OTBenchError("--config is empty; give a TOML or JSON file with [defense], [train], [attack]")
     path = Path(path)
-    if not path.exists():
-        raise OTBenchError(f"config file {path} does not exist")
-    if not path.is_file():
-        raise OTBenchError(f"config file {path} is not a file (a TOML or JSON file with [defense], [train], [attack])")
     kind = "TOML" if path.suffix == ".toml" else "JSON"
+    text = read_text(path, "config file", "give a TOML or JSON file with [defense], [train], [attack]")
     try:
-        text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except UnicodeDecodeError:
-        raise OTBenchError(f"config file {path} is not text (a TOML or JSON file was expected)") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         why = " ".join(str(exc).split())
         raise OTBenchError(f"config file {path} is not valid {kind}: {why}") from None

@@ -138,15 +138,16 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], str]] = {1: _v1_to_v2, 2: _
 
 
 def migrate(db: sqlite3.Connection, version: int) -> list[str]:
-    """Bring a database at `version` to SCHEMA_VERSION, one transaction per step; returns what each step did."""
+    """Bring a database at `version` to SCHEMA_VERSION inside the caller's transaction (ResultStore opens one for
+    all the steps and commits once: a process killed while migrating leaves the file as it was); returns what each
+    step did."""
     notes = []
     db.row_factory = sqlite3.Row
     try:
         while version < SCHEMA_VERSION:
-            with db:
-                notes.append(MIGRATIONS[version](db))
-                version += 1
-                db.execute(f"PRAGMA user_version = {version}")
+            notes.append(MIGRATIONS[version](db))
+            version += 1
+            db.execute(f"PRAGMA user_version = {version}")
     finally:
         db.row_factory = None
     return notes

@@ -45,6 +45,24 @@ class DefenseJob:
     attacks: tuple[AttackJob, ...]
 
 
+def vacuous_budget(attack: type, settings: dict[str, Any], eps: float, meta: Any) -> str | None:
+    """Why a norm budget allows every input of the dataset's domain, or None. From any input of a box of side w
+    in d dimensions every other input is within w in Linf, w sqrt(d) in L2 and w in RMS (L2 / sqrt(d))."""
+    norms = getattr(attack, "norms", ())
+    norm = settings.get("norm") or (norms[0] if len(norms) == 1 else None)
+    if not getattr(attack, "bounded", True) or meta.domain is None or norm is None:
+        return None
+    low, high = meta.domain
+    width = high - low
+    if norm in ("Linf", "RMS") and eps >= width:
+        return f"is at least the width {width:g} of the input domain [{low:g}, {high:g}] in {norm}"
+    dim = getattr(meta, "input_dim", None)
+    if norm == "L2" and dim and eps >= width * math.sqrt(dim):
+        return (f"is at least the L2 diameter {width * math.sqrt(dim):.4g} of the input domain [{low:g}, {high:g}]^"
+                f"{dim}")
+    return None
+
+
 @dataclass
 class RunPlan:
     dataset: str
@@ -59,6 +77,7 @@ class RunPlan:
     auto_eot: bool = True  # False: attack settings exactly as given (report tables), no EOT added
     # where the chunks are computed (otbench.executors): the numbers do not depend on it
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
+    allow_vacuous_eps: bool = False  # True: a budget that allows every input in the domain is run anyway
 
     @classmethod
     def grid(cls, dataset: str, defenses: list[str], attacks: list[str], eps: list[float] | None, preset: str,
@@ -111,7 +130,12 @@ class RunPlan:
                 for eps in attack.eps:
                     if not isinstance(eps, (int, float)) or not math.isfinite(eps):
                         raise OTBenchError(f"eps must be a finite number, got {eps!r} for attack '{attack.name}'")
-                    acls.settings(attack.config, eps)
+                    settings = acls.settings(attack.config, eps)
+                    why = vacuous_budget(acls, settings, eps, meta)
+                    if why and not self.allow_vacuous_eps:
+                        raise OTBenchError(f"eps {eps:g} for attack '{attack.name}' {why}: every input in the domain "
+                                           f"is allowed, so robust accuracy under it means nothing; give a smaller "
+                                           f"eps, or --allow-vacuous-eps to run it anyway")
         self.check_device()
         resolve_data_root(self.data_root)  # a named data root must exist (nothing is created for a typo)
         check_cache_writable()

@@ -21,39 +21,74 @@ from typing import Any, Iterable
 
 from .config import config_hash
 from .errors import OTBenchError
+from .files import file_kind
 from .migrations import SCHEMA_VERSION, migrate
 
 RESULTS_ENV = "OTBENCH_RESULTS"
 DEFAULT_RESULTS = "otbench-results.sqlite"
+# SQLite's `PRAGMA application_id` of an otbench results database ("OTBR"): stamped when a file is made (and on
+# the first write to a file made before it was), so otbench writes only into a file that is its own.
+APPLICATION_ID = 0x4F544252
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cells (
-    cell_id TEXT PRIMARY KEY, dataset TEXT, defense TEXT, defense_config TEXT, attack TEXT,
-    attack_config TEXT, eps REAL, seed INTEGER, subset_seed INTEGER, preset TEXT, created_at REAL);
-CREATE TABLE IF NOT EXISTS samples (
-    cell_id TEXT, sample_id INTEGER, label INTEGER, clean_pred INTEGER, adv_pred INTEGER,
-    pert_norm REAL, queries INTEGER, chunk INTEGER, PRIMARY KEY (cell_id, sample_id));
-CREATE TABLE IF NOT EXISTS chunks (
-    cell_id TEXT, chunk INTEGER, n INTEGER, wall_seconds REAL, device TEXT, versions TEXT,
-    machine TEXT, finished_at REAL, PRIMARY KEY (cell_id, chunk));
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, sample_ids TEXT, n INTEGER,
-    wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, versions TEXT, pid INTEGER,
-    host TEXT);
-CREATE TABLE IF NOT EXISTS outputs (
-    cell_id TEXT, sample_id INTEGER, target REAL, clean_out REAL, adv_out REAL, PRIMARY KEY (cell_id, sample_id));
-CREATE TABLE IF NOT EXISTS flags (
-    flag_key TEXT PRIMARY KEY, code TEXT, level TEXT, message TEXT, cells TEXT, created_at REAL);
-CREATE TABLE IF NOT EXISTS analyses (
-    key TEXT PRIMARY KEY, kind TEXT, dataset TEXT, defense TEXT, identity TEXT, sample_ids TEXT, vals TEXT,
-    wall_seconds REAL, machine TEXT, device TEXT, versions TEXT, command TEXT, created_at REAL);
-"""
+# every table's columns, in order: statements name them (no positional INSERT, no SELECT *)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "cells": ("cell_id", "dataset", "defense", "defense_config", "attack", "attack_config", "eps", "seed",
+              "subset_seed", "preset", "created_at"),
+    "samples": ("cell_id", "sample_id", "label", "clean_pred", "adv_pred", "pert_norm", "queries", "chunk"),
+    "chunks": ("cell_id", "chunk", "n", "wall_seconds", "device", "versions", "machine", "finished_at"),
+    "runs": ("run_id", "cell_id", "command", "sample_ids", "n", "wall_seconds", "status", "started_at",
+             "finished_at", "machine", "versions", "pid", "host"),
+    "outputs": ("cell_id", "sample_id", "target", "clean_out", "adv_out"),
+    "flags": ("flag_key", "code", "level", "message", "cells", "created_at"),
+    "analyses": ("key", "kind", "dataset", "defense", "identity", "sample_ids", "vals", "wall_seconds", "machine",
+                 "device", "versions", "command", "created_at"),
+}
+# the tables a file made by otbench can hold (sqlite_sequence: SQLite's own, for runs' AUTOINCREMENT)
+OTBENCH_TABLES = frozenset(COLUMNS) | {"sqlite_sequence"}
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS cells (cell_id TEXT PRIMARY KEY, dataset TEXT, defense TEXT, defense_config TEXT, "
+    "attack TEXT, attack_config TEXT, eps REAL, seed INTEGER, subset_seed INTEGER, preset TEXT, created_at REAL)",
+    "CREATE TABLE IF NOT EXISTS samples (cell_id TEXT, sample_id INTEGER, label INTEGER, clean_pred INTEGER, "
+    "adv_pred INTEGER, pert_norm REAL, queries INTEGER, chunk INTEGER, PRIMARY KEY (cell_id, sample_id))",
+    "CREATE TABLE IF NOT EXISTS chunks (cell_id TEXT, chunk INTEGER, n INTEGER, wall_seconds REAL, device TEXT, "
+    "versions TEXT, machine TEXT, finished_at REAL, PRIMARY KEY (cell_id, chunk))",
+    "CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, cell_id TEXT, command TEXT, "
+    "sample_ids TEXT, n INTEGER, wall_seconds REAL, status TEXT, started_at REAL, finished_at REAL, machine TEXT, "
+    "versions TEXT, pid INTEGER, host TEXT)",
+    "CREATE TABLE IF NOT EXISTS outputs (cell_id TEXT, sample_id INTEGER, target REAL, clean_out REAL, "
+    "adv_out REAL, PRIMARY KEY (cell_id, sample_id))",
+    "CREATE TABLE IF NOT EXISTS flags (flag_key TEXT PRIMARY KEY, code TEXT, level TEXT, message TEXT, cells TEXT, "
+    "created_at REAL)",
+    "CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, kind TEXT, dataset TEXT, defense TEXT, "
+    "identity TEXT, sample_ids TEXT, vals TEXT, wall_seconds REAL, machine TEXT, device TEXT, versions TEXT, "
+    "command TEXT, created_at REAL)",
+]
+
+
+def _cols(table: str, skip: tuple[str, ...] = ()) -> str:
+    return ", ".join(c for c in COLUMNS[table] if c not in skip)
+
+
+def _where(table: str, where: dict[str, Any], allowed: tuple[str, ...] | None = None) -> str:
+    """`a = ? AND b = ?` for keyword filters, each name checked against the table's columns (or `allowed`)."""
+    valid = allowed or COLUMNS[table]
+    unknown = sorted(set(where) - set(valid))
+    if unknown:
+        raise ValueError(f"{table} can be filtered by {', '.join(valid)}, not {unknown}")
+    return " AND ".join(f"{k} = ?" for k in where) or "1"
+
+
+def _insert(table: str, verb: str = "INSERT", skip: tuple[str, ...] = ()) -> str:
+    """`VERB INTO table (its columns) VALUES (?, ...)`, by name."""
+    names = [c for c in COLUMNS[table] if c not in skip]
+    return f"{verb} INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def resolve_results_path(path: str | os.PathLike | None = None) -> Path:
+    if path is not None and not str(path).strip():
+        raise OTBenchError("--results is empty; give a results database file, e.g. otbench-results.sqlite")
     return Path(path or os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS).expanduser()
 
 
@@ -62,27 +97,103 @@ def writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o200)
 
 
-def check_results_path(path: Path) -> None:
-    """Refuse, before any work, a results path that is not a writable SQLite file or a new file in a writable
-    folder (nothing is created here: a mistyped folder must not appear on disk)."""
-    if path.is_dir():
+@dataclass(frozen=True)
+class Inspected:
+    """What a results database holds, read without writing: its schema version, tables and application id."""
+
+    version: int
+    tables: frozenset[str]
+    application_id: int
+
+
+def _header(uri: str) -> tuple[int, int, frozenset[str], tuple[str, ...]]:
+    db = sqlite3.connect(uri, uri=True)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = frozenset(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        cells = tuple(r[1] for r in db.execute("PRAGMA table_info(cells)"))
+    finally:
+        db.close()
+    return version, app, tables, cells
+
+
+def _inspect(path: Path) -> Inspected:
+    """Open read-only (a `mode=ro` URI: SQLite writes nothing, makes no journal) and read the header facts. A file
+    with a hot journal (a process killed while writing it) cannot be read so: it is read from a copy of both, rolled
+    back there, so the file itself is still not touched before it is known to be otbench's."""
+    journal = path.with_name(path.name + "-journal")
+    try:
+        try:
+            version, app, tables, cells = _header(f"{path.resolve().as_uri()}?mode=ro")
+        except sqlite3.OperationalError:
+            if not journal.is_file():
+                raise
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                shutil.copyfile(path, copy)
+                shutil.copyfile(journal, copy.with_name(journal.name))
+                version, app, tables, cells = _header(copy.as_uri())
+    except sqlite3.DatabaseError as exc:
+        raise OTBenchError(f"results database {path} cannot be read ({exc}): it is corrupt or truncated; give "
+                           f"another file or move it away") from None
+    if app != APPLICATION_ID:
+        # a file from before the application id: otbench's exactly when it holds otbench's tables and nothing else,
+        # and its `cells` table has otbench's columns
+        legacy = app == 0 and {"cells", "samples"} <= tables <= OTBENCH_TABLES and cells == COLUMNS["cells"] \
+            and version >= 0
+        if not legacy:
+            what = f"application id {app:#x}" if app else f"tables {', '.join(sorted(tables)) or 'none'}"
+            raise OTBenchError(f"{path} is an SQLite database but not otbench's ({what}); otbench writes only its "
+                               f"own results databases: give one, or a new file name")
+    if version > SCHEMA_VERSION:
+        raise OTBenchError(f"results database {path} has schema v{version}, written by a newer otbench (this one "
+                           f"reads up to v{SCHEMA_VERSION}); upgrade otbench")
+    return Inspected(version, tables, app)
+
+
+def _current(found: Inspected | None) -> bool:
+    """An otbench database of this schema, stamped, with every table: opening it writes nothing."""
+    return found is not None and found.application_id == APPLICATION_ID and found.version == SCHEMA_VERSION \
+        and set(COLUMNS) <= found.tables
+
+
+def check_source_database(path: Path) -> Inspected:
+    """A database to read from (a merge source, a report's results): a regular file, SQLite, otbench's, of a
+    schema this code reads; opened read-only, so checking it changes nothing."""
+    kind = file_kind(path)
+    if kind is not None:
+        raise OTBenchError(f"results database {path} is {kind}, not a file; give an otbench results database")
+    if not path.exists():
+        raise OTBenchError(f"results database {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise OTBenchError(f"results database {path} is not an SQLite file; give an otbench results database")
+    return _inspect(path)
+
+
+def check_results_path(path: Path) -> Inspected | None:
+    """Refuse, before any work and before a byte is written, a results path that is not a writable otbench
+    database or a new file in a writable folder (nothing is created here: a mistyped folder must not appear on
+    disk). Returns what the database holds; None for a new (or empty) file."""
+    kind = file_kind(path)
+    if kind == "a directory":
         raise OTBenchError(f"results database {path} is a directory; give a file, e.g. {path / DEFAULT_RESULTS}")
+    if kind is not None:
+        raise OTBenchError(f"results database {path} is {kind}, not a file; give an otbench results database or a "
+                           f"new file name")
     if path.exists():
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-        if head and head != SQLITE_HEADER:
-            raise OTBenchError(f"results database {path} is not an SQLite file; give an otbench results database "
-                               f"or a new file name")
+        if path.stat().st_size and not writable(path):
+            check_source_database(path)  # a foreign file is named as such before its mode
         if not writable(path):
             raise OTBenchError(f"results database {path} is read-only; give a writable file or a new file name")
-        if head:  # its content too, read-only, before any work (the file is written only once a run has results)
-            check_source_database(path)
-        return
+        return check_source_database(path) if path.stat().st_size else None
     if not path.parent.is_dir():
         raise OTBenchError(f"results database {path}: folder {path.parent} does not exist")
     if not writable(path.parent):
         raise OTBenchError(f"results database {path}: folder {path.parent} is read-only; give a path in a writable "
                            f"folder")
+    return None
 
 
 @dataclass
@@ -140,65 +251,54 @@ class OutputRow:
     adv_out: float
 
 
-def check_source_database(path: Path) -> None:
-    """A database to read from (a merge source): a file, SQLite, otbench's, of a schema this code reads; opened
-    read-only, so checking it changes nothing."""
-    if not path.is_file():
-        raise OTBenchError(f"results database {path} {'is not a file' if path.exists() else 'does not exist'}")
-    with open(path, "rb") as f:
-        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-            raise OTBenchError(f"results database {path} is not an SQLite file")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise OTBenchError(f"results database {path} cannot be read ({exc}): it is corrupt or truncated") from None
-    if "cells" not in tables:
-        raise OTBenchError(f"{path} is an SQLite database but not otbench's (no table `cells`)")
-    if version > SCHEMA_VERSION:
-        raise OTBenchError(f"results database {path} has schema v{version}, written by a newer otbench (this one "
-                           f"reads up to v{SCHEMA_VERSION}); upgrade otbench")
-
-
 class ResultStore:
-    """The results database, opened (created, or migrated to the current schema once) and checked as one."""
+    """The results database, opened (created, or migrated to the current schema once) and checked as one; a
+    context manager (`with ResultStore(path) as store:`) that closes it whatever happens."""
 
     def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False) -> None:
+        """`read_only`: the database must exist (nothing is created) and is never written, not even to migrate it or
+        mark a killed run: one of an older schema is read from a migrated temporary copy (report, report --html)."""
         self.path = resolve_results_path(path)
-        self.migrated: list[str] = []
-        if read_only:
-            self._open_read_only()
-            return
-        check_results_path(self.path)
-        self.db = sqlite3.connect(self.path, timeout=60)
         self.migrated: list[str] = []  # what opening it did to an older database
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if read_only:
+            self._open_read_only(check_source_database(self.path))
+            return
+        found = check_results_path(self.path)  # read-only: a file that is not otbench's is never written
+        self.db = sqlite3.connect(self.path, timeout=60)
         try:
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if version > SCHEMA_VERSION:
-                raise OTBenchError(f"results database {self.path} has schema v{version}, written by a newer otbench "
-                                   f"(this one reads up to v{SCHEMA_VERSION}); upgrade otbench")
-            if tables and "cells" not in tables:
-                raise OTBenchError(f"{self.path} is an SQLite database but not otbench's (no table `cells`; it has "
-                                   f"{', '.join(sorted(tables))}); give an otbench results database or a new file")
-            self.db.executescript(_SCHEMA)  # tables a database from before them lacks
-            if not tables:
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version < SCHEMA_VERSION:
-                self.migrated = migrate(self.db, max(version, 1))
-            self.db.commit()
+            self._open(found)
             self._mark_killed_runs()
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise OTBenchError(f"results database {self.path} cannot be read ({exc}): it is corrupt or truncated; "
                                f"give another file or move it away") from None
-        except OTBenchError:
+        except BaseException:
             self.db.close()
             raise
+
+    def _open(self, found: Inspected | None) -> None:
+        """Create, stamp and migrate in one transaction: a process killed here leaves the file as it was."""
+        if _current(found):
+            return  # the common case: nothing to write
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:  # tables a database from before them lacks
+                self.db.execute(statement)
+            if found is not None and found.version < SCHEMA_VERSION:
+                self.migrated = migrate(self.db, max(found.version, 1))
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _mark_killed_runs(self) -> None:
         """A run whose process died without a word (kill -9, a crash) still says `running`: on this host, a run
@@ -210,41 +310,38 @@ class ResultStore:
             with self.db:
                 self.db.executemany("UPDATE runs SET status = 'killed' WHERE run_id = ?", [(r,) for r in dead])
 
-    def _open_read_only(self) -> None:
-        """For readers (`report --html`): the file is never written, not even to migrate it or mark a killed run;
-        an older schema is read from a migrated temporary copy."""
-        check_source_database(self.path)
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            self.db = db
-            return
-        db.close()
-        self._tmp = tempfile.TemporaryDirectory()
-        copy = Path(self._tmp.name) / self.path.name
-        shutil.copyfile(self.path, copy)
-        ResultStore(copy).close()  # migrated to this schema
-        self.db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    def _open_read_only(self, found: Inspected) -> None:
+        """Only read: a current database in place (stamped or not), an older one through a migrated copy."""
+        source = self.path
+        if not (found.version == SCHEMA_VERSION and set(COLUMNS) <= found.tables):
+            self._tmp = tempfile.TemporaryDirectory()
+            source = Path(self._tmp.name) / self.path.name
+            shutil.copyfile(self.path, source)
+            ResultStore(source).close()  # migrated to this schema, in the copy
+        self.db = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
 
     def close(self) -> None:
         self.db.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     # -- cells -------------------------------------------------------------------------------------
     def ensure_cell(self, cell_id: str, meta: dict[str, Any]) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            _insert("cells", "INSERT OR IGNORE"),
             (cell_id, meta["dataset"], meta["defense"], json.dumps(meta["defense_config"], sort_keys=True),
              meta["attack"], json.dumps(meta["attack_config"], sort_keys=True), meta["eps"], meta["seed"],
              meta["subset_seed"], meta["preset"], time.time()))
         self.db.commit()
 
     def cells(self, **where: Any) -> list[dict[str, Any]]:
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        cur = self.db.execute(f"SELECT * FROM cells WHERE {clause}", tuple(where.values()))
-        names = [c[0] for c in cur.description]
+        """Stored cells, filtered by column (dataset, defense, attack, eps...): names checked against the schema,
+        never put into SQL unchecked."""
+        clause = _where("cells", where)
         out = []
-        for row in cur.fetchall():
-            cell = dict(zip(names, row))
+        for row in self.db.execute(f"SELECT {_cols('cells')} FROM cells WHERE {clause}", tuple(where.values())):
+            cell = dict(zip(COLUMNS["cells"], row))
             cell["defense_config"] = json.loads(cell["defense_config"])
             cell["attack_config"] = json.loads(cell["attack_config"])
             out.append(cell)
@@ -261,13 +358,13 @@ class ResultStore:
         rows = list(rows)
         with self.db:
             self.db.executemany(
-                "INSERT OR REPLACE INTO samples VALUES (?,?,?,?,?,?,?,?)",
+                _insert("samples", "INSERT OR REPLACE"),
                 [(cell_id, r.sample_id, r.label, r.clean_pred, r.adv_pred, r.pert_norm, r.queries, chunk)
                  for r in rows])
             if outputs is not None:
-                self.db.executemany("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?)",
+                self.db.executemany(_insert("outputs", "INSERT OR REPLACE"),
                                     [(cell_id, o.sample_id, o.target, o.clean_out, o.adv_out) for o in outputs])
-            self.db.execute("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?,?,?)",
+            self.db.execute(_insert("chunks", "INSERT OR REPLACE"),
                             (cell_id, chunk, len(rows), meta["wall_seconds"], meta["device"],
                              json.dumps(meta["versions"], sort_keys=True), meta["machine"], time.time()))
 
@@ -294,18 +391,35 @@ class ResultStore:
         return self.db.execute("SELECT COUNT(*) FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()[0]
 
     def chunk_records(self, cell_id: str) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT * FROM chunks WHERE cell_id = ? ORDER BY chunk", (cell_id,))
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        cur = self.db.execute(f"SELECT {_cols('chunks')} FROM chunks WHERE cell_id = ? ORDER BY chunk", (cell_id,))
+        return [dict(zip(COLUMNS["chunks"], r)) for r in cur.fetchall()]
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, cell_id: str, command: str, ids: list[int], machine: str, versions: dict) -> int:
+        """Claim the cell for this process: its `runs` row is written first (taking SQLite's write lock), then no
+        other live process of this host may be running the cell, else nothing is written and the run is refused.
+        So two runs on one results file never compute the same chunk; the second is told to wait."""
+        host = socket.gethostname()
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO runs (cell_id, command, sample_ids, n, status, started_at, machine, versions, pid, host) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (cell_id, command, json.dumps(ids), len(ids), "running", time.time(), machine,
-                 json.dumps(versions, sort_keys=True), os.getpid(), socket.gethostname()))
+                 json.dumps(versions, sort_keys=True), os.getpid(), host))
+            others = self.db.execute("SELECT pid, started_at FROM runs WHERE cell_id = ? AND status = 'running' AND "
+                                     "host = ? AND pid != ? AND run_id != ?",
+                                     (cell_id, host, os.getpid(), cur.lastrowid)).fetchall()
+            live = [(pid, started) for pid, started in others if _alive(pid)]
+            if live:
+                self.db.rollback()
+                cell = self.db.execute("SELECT defense, attack, eps FROM cells WHERE cell_id = ?",
+                                       (cell_id,)).fetchone()
+                what = f"{cell[0]} under {cell[1]} at eps {cell[2]:g}" if cell else cell_id
+                pid, started = live[0]
+                raise OTBenchError(f"results database {self.path}: cell {what} is being computed by another otbench "
+                                   f"run (pid {pid} on this machine, started {time.strftime('%H:%M:%S', time.localtime(started))}"
+                                   f"); wait for it to finish and rerun the same command (it resumes from what is "
+                                   f"stored), or give another --results file")
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, wall_seconds: float, status: str = "complete") -> None:
@@ -318,7 +432,7 @@ class ResultStore:
         """Record soundness flags (otbench.checks.Flag); a flag replaces the earlier one of its check on the
         same cells (their verdict on fewer samples)."""
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO flags VALUES (?,?,?,?,?,?)",
+            self.db.executemany(_insert("flags", "INSERT OR REPLACE"),
                                 [(f.key, f.code, f.level, f.message, json.dumps(sorted(f.cells)), time.time())
                                  for f in flags])
 
@@ -357,10 +471,10 @@ class ResultStore:
                     if table not in tables:  # a database from before the table existed
                         continue
                     before = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                    self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+                    cols = _cols(table)
+                    self.db.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM other.{table}")
                     counts[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] - before
-                cols = ("cell_id, command, sample_ids, n, wall_seconds, status, started_at, finished_at, machine, "
-                        "versions, pid, host")
+                cols = _cols("runs", skip=("run_id",))  # the target numbers its own runs
                 before = self.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
                 self.db.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM other.runs o WHERE NOT EXISTS "
                                 f"(SELECT 1 FROM runs r WHERE r.cell_id = o.cell_id AND r.started_at = o.started_at)")
@@ -381,16 +495,15 @@ class ResultStore:
                               wall, host, device, json.loads(versions), command, created)
 
     def analysis(self, identity: dict[str, Any]) -> AnalysisRecord | None:
-        row = self.db.execute("SELECT * FROM analyses WHERE key = ?", (self.analysis_key(identity),)).fetchone()
+        row = self.db.execute(f"SELECT {_cols('analyses')} FROM analyses WHERE key = ?",
+                              (self.analysis_key(identity),)).fetchone()
         return None if row is None else self._analysis(row)
 
     def analyses(self, **where: Any) -> list[AnalysisRecord]:
         """Stored analyses, filtered by column (kind, dataset, defense)."""
-        unknown = set(where) - {"kind", "dataset", "defense"}
-        if unknown:
-            raise ValueError(f"analyses can be filtered by kind, dataset and defense, not {sorted(unknown)}")
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        cur = self.db.execute(f"SELECT * FROM analyses WHERE {clause} ORDER BY created_at", tuple(where.values()))
+        clause = _where("analyses", where, allowed=("kind", "dataset", "defense"))
+        cur = self.db.execute(f"SELECT {_cols('analyses')} FROM analyses WHERE {clause} ORDER BY created_at",
+                              tuple(where.values()))
         return [self._analysis(r) for r in cur.fetchall()]
 
     def save_analysis(self, identity: dict[str, Any], ids: list[int], vals: dict[str, list[Any]], wall: float,
@@ -405,7 +518,7 @@ class ResultStore:
             wall += old.wall_seconds
             command = old.command if command in old.command else old.command + " | " + command
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO analyses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            self.db.execute(_insert("analyses", "INSERT OR REPLACE"),
                             (self.analysis_key(identity), identity["analysis"], identity["defense"]["dataset"],
                              identity["defense"]["name"], json.dumps(identity, sort_keys=True, default=str),
                              json.dumps(list(ids)), json.dumps(vals), wall, host, device,
@@ -413,9 +526,8 @@ class ResultStore:
         return self.analysis(identity)  # type: ignore[return-value]
 
     def runs(self, cell_id: str) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT * FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))
-        names = [c[0] for c in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        cur = self.db.execute(f"SELECT {_cols('runs')} FROM runs WHERE cell_id = ? ORDER BY run_id", (cell_id,))
+        return [dict(zip(COLUMNS["runs"], r)) for r in cur.fetchall()]
 
 
 def _alive(pid: int | None) -> bool:
@@ -428,3 +540,42 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:  # someone else's process of that pid
         return True
     return True
+
+
+def merge_into(target: str | os.PathLike | None, sources: Iterable[str | os.PathLike],
+               report: Any = None) -> tuple[Path, dict[str, dict[str, int]]]:
+    """Merge `sources` into the results database `target`, every file checked (read-only) first. A new target
+    is built beside itself under a temporary name and renamed into place once every source is in, so a merge that
+    fails (or is killed) leaves no new target behind; an existing target takes each source in one transaction.
+    `report(source, path, counts)` is called after each source."""
+    sources = [Path(s) for s in sources]
+    for source in sources:  # every source checked before the target is opened (or made)
+        check_source_database(source)
+    path = resolve_results_path(target)
+    new = check_results_path(path) is None and not (path.exists() and path.stat().st_size)
+    work = path
+    if new:
+        _remove_stale_merges(path)
+        work = path.with_name(f".{path.name}.{os.getpid()}.merging")  # the folder's own permissions, as the target
+    out: dict[str, dict[str, int]] = {}
+    try:
+        with ResultStore(work) as store:
+            for source in sources:
+                out[str(source)] = store.merge_from(source)
+                if report is not None:
+                    report(source, path, out[str(source)])
+        if new:
+            os.replace(work, path)
+    finally:
+        if new and work.exists():
+            work.unlink()
+    return path, out
+
+
+def _remove_stale_merges(path: Path) -> None:
+    """The hidden work files of merges into `path` killed before their rename (their process is gone)."""
+    for work in path.parent.glob(f".{path.name}.*.merging"):
+        pid = work.name[len(path.name) + 2:-len(".merging")]
+        if pid.isdigit() and not _alive(int(pid)):
+            for leftover in (work, work.with_name(work.name + "-journal")):
+                leftover.unlink(missing_ok=True)

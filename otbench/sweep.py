@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OTBenchError
+from .files import read_text
 from .plan import AttackJob, DefenseJob, RunPlan
 from .registry import ATTACKS
 from .runner import DEFAULT_CHUNK, split_attack_config
@@ -83,10 +84,9 @@ _CHECKS = {
 def read_sweep(path: str | Path) -> dict[str, Any]:
     """The file's settings, every key known and of the right type, defaults filled in."""
     path = Path(path)
-    if not path.is_file():
-        raise OTBenchError(f"sweep file {path} does not exist")
+    text = read_text(path, "sweep file", "give a TOML file (its format: otbench/sweep.py, README)")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise OTBenchError(f"sweep file {path} is not valid TOML: {exc}") from None
     for key in raw:
@@ -100,6 +100,10 @@ def read_sweep(path: str | Path) -> dict[str, Any]:
     for key, value in raw.items():
         if not _CHECKS[key](value):
             raise OTBenchError(f"'{key}' must be {KEYS[key][0]}, got {value!r}")
+    for key in ("defenses", "attacks", "presets", "seeds"):  # a repeat would plan (and run) the same cells twice
+        repeated = sorted({str(v) for v in raw.get(key, ()) if raw[key].count(v) > 1})
+        if repeated:
+            raise OTBenchError(f"'{key}' lists {', '.join(repeated)} more than once; give each once")
     return {key: raw.get(key, default) for key, (_, default) in KEYS.items()}
 
 

@@ -16,7 +16,15 @@ from support import (
     red_wine,
     tiny_overrides,
 )
+from hypothesis import HealthCheck, settings
 from torch import nn
+
+# Hypothesis (tests/core/test_generated_mistakes.py): a bounded run in CI, a longer one locally with
+# HYPOTHESIS_PROFILE=long. No deadline: the first example pays for imports and registry loading.
+_FIXTURES_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=_FIXTURES_OK)
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=_FIXTURES_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import OTBenchError
+from ..files import file_kind
 from ..registry import DATASETS
 
 DATA_ENV = "OTBENCH_DATA"
@@ -57,6 +58,7 @@ class DatasetMeta:
     task: str = "classification"  # or "regression" (num_classes 0, float targets)
     domain: tuple[float, float] | None = (0.0, 1.0)
     test_size: int | None = None  # None: known only once loaded (a user's own file)
+    input_dim: int | None = None  # numbers per input (784 for MNIST), for the plan's budget check; None: unknown
 
 
 def dataset_meta(name: str) -> DatasetMeta:
@@ -90,9 +92,13 @@ def check_cache_writable() -> Path:
     the mode bits, so they are checked too), so an hour of training is never lost to a read-only cache."""
     models = cache_root() / "models"
     existing = models
-    while not existing.exists():
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir() or not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o200):
+    kind = file_kind(existing)
+    if kind != "a directory":  # a file, a FIFO, a device (/dev/null): refused by what it is
+        raise OTBenchError(f"cache folder {models} cannot be made: {existing} is {kind or 'a file'}, not a folder; "
+                           f"set ${CACHE_ENV} to a writable folder")
+    if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o200):
         raise OTBenchError(f"cache folder {models} is not writable ({existing} is read-only or not a folder): trained "
                            f"models could not be kept; set ${CACHE_ENV} to a writable folder")
     return models
@@ -109,6 +115,12 @@ def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
                                    f"; give the folder holding MNIST/raw, FashionMNIST/raw, winequality/ ...")
             return root
     return cache_dir() / "data"
+
+
+def own_data_root(root: Path) -> bool:
+    """The default data root, otbench's folder in its cache: the one place a download may go. Nothing is ever
+    created inside a data root the user named (a loader mirrors its files into the cache instead)."""
+    return root.resolve() == (cache_root() / "data").resolve()
 
 
 def eval_subset(n_test: int, n: int, seed: int = 0) -> EvalSubset:

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from ..errors import OTBenchError
 from ..registry import register_dataset
-from .base import OFFLINE_ENV, Dataset, cache_dir, uint8_images
-from .vision import _writable
+from .base import OFFLINE_ENV, Dataset, cache_dir, own_data_root, uint8_images
 
 # torchvision's CIFAR10 layout (its base_folder, train_list, test_list and meta; a test checks they agree), written
 # out so that listing datasets does not load torchvision
@@ -58,10 +57,10 @@ def _missing_message(root: Path, why: str) -> str:
 def _download(root: Path) -> Path:
     from torchvision import datasets
 
-    """Download with torchvision into the root, or into a cache mirror when the root is read-only."""
+    """Download with torchvision into a cache mirror (into the root only when it is otbench's own, in the cache)."""
     if os.environ.get(OFFLINE_ENV):
         raise OTBenchError(_missing_message(root, f"${OFFLINE_ENV} forbids downloading"))
-    target = root if not root.exists() or _writable(root) else _mirror(root)
+    target = root if own_data_root(root) else _mirror(root)  # never into a data root the user named
     try:
         datasets.CIFAR10(str(target), train=False, download=True)
     except (OSError, RuntimeError) as exc:  # offline: urllib raises URLError (an OSError)
@@ -81,7 +80,7 @@ def read_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray
     return np.vstack(data).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-@register_dataset("cifar10", test_size=10_000)
+@register_dataset("cifar10", test_size=10_000, input_dim=3 * 32 * 32)
 def cifar10(root: Path) -> Dataset:
     from torchvision import datasets
 

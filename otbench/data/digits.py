@@ -13,7 +13,7 @@ _SPLIT_SEED = 0  # fixed so the train/test split is the same everywhere
 _N_TEST = 450
 
 
-@register_dataset("digits", test_size=_N_TEST)
+@register_dataset("digits", test_size=_N_TEST, input_dim=8 * 8)
 def digits(root: Path | None = None) -> Dataset:
     from sklearn.datasets import load_digits
 

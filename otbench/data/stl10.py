@@ -39,7 +39,7 @@ def _read_labels(path: Path, n: int) -> np.ndarray:
     return labels
 
 
-@register_dataset("stl10", test_size=8_000)
+@register_dataset("stl10", test_size=8_000, input_dim=3 * 96 * 96)
 def stl10(root: Path) -> Dataset:
     folder = Path(root) / FOLDER
     missing = [f for f in _FILES if not (folder / f).is_file()]

@@ -86,7 +86,7 @@ def load_wine(root: Path, name: str, scale: Scaler, domain: tuple[float, float] 
     return Dataset(name, t(x_train), t(y[train]), t(x_test), t(y[test]), 0, source, domain)
 
 
-@register_dataset("winequality-red", task="regression", test_size=_N_TEST)
+@register_dataset("winequality-red", task="regression", test_size=_N_TEST, input_dim=11)
 def winequality_red(root: Path) -> Dataset:
     return load_wine(root, "winequality-red", minmax_from_train, (0.0, 1.0))
 

@@ -50,7 +50,7 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")) if folder.is_dir() else []
 
 
-@register_dataset("tiny-imagenet", test_size=10_000)
+@register_dataset("tiny-imagenet", test_size=10_000, input_dim=3 * 64 * 64)
 def tiny_imagenet(root: Path) -> Dataset:
     folder = tiny_imagenet_folder(root)
     needed = [folder / "wnids.txt", folder / "train", folder / "val" / "images", folder / "val" / "val_annotations.txt"]

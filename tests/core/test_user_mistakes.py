@@ -3,6 +3,7 @@ non-zero exit and one line that names the problem and, where there are some, the
 file or model created and nothing stored. The processes run a few at a time, once per session."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -91,7 +92,7 @@ def broken_factory():
 
 # (name, argv, what the one line must say). Arguments may name the inputs the fixture makes: {dir}, {text},
 # {binary}, {truncated}, {readonly}, {foreign}, {toml_bad}, {toml_int}, {toml_section}, {v1}, {defenses} (a folder of
-# defense files), {sweep_raises}.
+# defense files), {sweep_raises}, {foreign_cells}, {fifo}, {devnull}, {latin1}, {toml_seeds}.
 MISTAKES = [
     ("defense typo", ["run", "--defense", "otda", "--attack", "square"], "Did you mean 'otad'?"),
     ("attack typo", ["run", "--defense", "otad", "--attack", "sqare"], "Did you mean 'square'?"),
@@ -147,7 +148,7 @@ MISTAKES = [
     ("no attack", ["run", "--defense", "otad"], "the following arguments are required: --attack"),
     ("empty attack list", ["run", "--defense", "otad", "--attack", ""], "the run plan is empty"),
     ("config missing", [*RUN, "--config", "/nonexistent.toml"], "does not exist"),
-    ("config a directory", [*RUN, "--config", "{dir}"], "is not a file"),
+    ("config a directory", [*RUN, "--config", "{dir}"], "is a directory, not a file"),
     ("config binary", [*RUN, "--config", "{binary}"], "is not text"),
     ("config bad TOML", [*RUN, "--config", "{toml_bad}"], "is not valid TOML"),
     ("config section a number", [*RUN, "--config", "{toml_int}"], "`defense` must be a table of settings"),
@@ -157,7 +158,7 @@ MISTAKES = [
     ("results truncated", [*RUN, "--results", "{truncated}"], "cannot be read"),
     ("results in a read-only folder", [*RUN, "--results", "{readonly}/r.sqlite"], "is read-only"),
     ("results in a missing folder", [*RUN, "--results", "/nonexistent/r.sqlite"], "does not exist"),
-    ("results not otbench's", [*RUN, "--results", "{foreign}"], "not otbench's (no table `cells`"),
+    ("results not otbench's", [*RUN, "--results", "{foreign}"], "not otbench's (tables songs)"),
     ("data root missing", [*RUN, "--data-root", "/nonexistent-data"], "data root /nonexistent-data (--data-root) "
                                                                      "does not exist"),
     ("device mps", [*RUN, "--device", "mps"], "not supported by otbench; valid: auto, cpu, cuda, cuda:N"),
@@ -174,7 +175,7 @@ MISTAKES = [
     ("report results text", ["report", "--tables", "otad-table-3", "--results", "{text}"], "is not an SQLite file"),
     ("merge source missing", ["merge", "/nonexistent.sqlite"], "does not exist"),
     ("merge source text", ["merge", "{text}"], "is not an SQLite file"),
-    ("merge source not otbench's", ["merge", "{foreign}"], "not otbench's (no table `cells`)"),
+    ("merge source not otbench's", ["merge", "{foreign}"], "not otbench's (tables songs)"),
     ("merge into a text file", ["merge", "{v1}", "--results", "{text}"], "is not an SQLite file"),
     ("list kind typo", ["list", "defence"], "invalid choice: 'defence'"),
     # a defense from one file (--defense FILE.py:NAME; otbench.user_model): the file, then the built module
@@ -212,6 +213,34 @@ MISTAKES = [
     ("defense file setting", [*FILE_RUN, "{defenses}/good.py:Net", "--set", "defense.K=3"], "has no defense settings"),
     ("sweep with a broken defense file", ["sweep", "{sweep_raises}"], "failed on import: RuntimeError"),
     ("train a defense file without NAME", ["train", "--defense", "{defenses}/good.py"], "FILE.py:NAME"),
+    # issue 23: files otbench does not own, special files, text inputs, read-only commands, empty options, budgets
+    ("results another program's cells table", [*RUN, "--results", "{foreign_cells}"], "not otbench's (tables cells)"),
+    ("results a FIFO", [*RUN, "--results", "{fifo}"], "is a FIFO (named pipe), not a file"),
+    ("results a link to /dev/null", [*RUN, "--results", "{devnull}"], "is a character device, not a file"),
+    ("results empty", [*RUN, "--results", ""], "--results is empty"),
+    ("merge another program's cells table", ["merge", "{foreign_cells}"], "not otbench's (tables cells)"),
+    ("merge into another program's cells table", ["merge", "{v1}", "--results", "{foreign_cells}"], "not otbench's"),
+    ("merge into a FIFO", ["merge", "{v1}", "--results", "{fifo}"], "is a FIFO (named pipe), not a file"),
+    ("merge from a FIFO", ["merge", "{fifo}"], "is a FIFO (named pipe), not a file"),
+    ("sweep binary", ["sweep", "{binary}"], "is not text (not UTF-8"),
+    ("sweep a Latin-1 byte", ["sweep", "{latin1}"], "is not text (not UTF-8: byte 13 is e9)"),
+    ("sweep a directory", ["sweep", "{dir}"], "is a directory, not a file"),
+    ("sweep a FIFO", ["sweep", "{fifo}"], "is a FIFO (named pipe), not a file"),
+    ("sweep /dev/null", ["sweep", "{devnull}"], "is a character device, not a file"),
+    ("sweep seeds repeated", ["sweep", "{toml_seeds}"], "'seeds' lists 0 more than once"),
+    ("report results typo", ["report", "--tables", "otad-table-3", "--results", "typo.sqlite"],
+     "results database typo.sqlite does not exist"),
+    ("report tables empty", ["report", "--tables", ""], "--tables is empty"),
+    ("report out a file", ["report", "--tables", "otad-table-3", "--results", "{v1}", "--out", "{text}"],
+     "is a file, not a folder"),
+    ("report out /dev/null", ["report", "--tables", "otad-table-3", "--results", "{v1}", "--out", "/dev/null"],
+     "--out /dev/null is a character device, not a folder"),
+    ("config empty", [*RUN, "--config", ""], "--config is empty"),
+    ("train with attack settings", ["train", "--defense", "standard", "--set", "attack.x=5"],
+     "train uses no attack settings"),
+    ("eps beyond the L2 diameter", ["run", "--defense", "otad", "--attack", "square", "--eps", "1e30", "--n", "5"],
+     "is at least the L2 diameter 28 of the input domain [0, 1]^784"),
+    ("eps Linf of 2", [*RUN, "--set", "attack.square.norm=Linf"], "is at least the width 1 of the input domain"),
 ]
 
 
@@ -247,6 +276,15 @@ def inputs(tmp_path_factory):
     (defenses / "imports.py").write_text("import not_a_package_otbench\n")
     (root / "sweep-raises.toml").write_text(f'dataset = "mnist"\ndefenses = ["{defenses}/raises.py:Net"]\n'
                                             'attacks = ["pgd"]\neps = [1.0]\nn = 5\n')
+    foreign_cells = sqlite3.connect(root / "foreign-cells.sqlite")  # another program's, with a table named `cells`
+    foreign_cells.execute("CREATE TABLE cells (id INTEGER PRIMARY KEY, colour TEXT)")
+    foreign_cells.executemany("INSERT INTO cells (colour) VALUES (?)", [("red",), ("blue",)])
+    foreign_cells.commit()
+    foreign_cells.close()
+    os.mkfifo(root / "fifo")
+    (root / "devnull").symlink_to("/dev/null")
+    (root / "latin1.toml").write_bytes('defenses = ["\xe9"]\nattacks = ["square"]\n'.encode("latin-1"))
+    (root / "seeds.toml").write_text('defenses = ["otad"]\nattacks = ["square"]\neps = [2]\nn = 5\nseeds = [0, 0]\n')
     readonly = root / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
@@ -254,11 +292,19 @@ def inputs(tmp_path_factory):
             "toml_bad": str(root / "bad.toml"), "toml_int": str(root / "int.toml"),
             "toml_section": str(root / "section.toml"), "truncated": str(root / "truncated.sqlite"),
             "foreign": str(root / "foreign.sqlite"), "readonly": str(readonly), "v1": str(root / "v1.sqlite"),
-            "defenses": str(defenses), "sweep_raises": str(root / "sweep-raises.toml")}
+            "defenses": str(defenses), "sweep_raises": str(root / "sweep-raises.toml"),
+            "foreign_cells": str(root / "foreign-cells.sqlite"), "fifo": str(root / "fifo"),
+            "devnull": str(root / "devnull"), "latin1": str(root / "latin1.toml"),
+            "toml_seeds": str(root / "seeds.toml")}
 
 
 def files_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def checksum(path: Path) -> str:
+    """A regular file's content (is_file() is False for a FIFO or a device, which are never read)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_mistake(argv: list[str], inputs: dict[str, str], work: Path) -> dict:
@@ -272,12 +318,12 @@ def run_mistake(argv: list[str], inputs: dict[str, str], work: Path) -> dict:
         env["OTBENCH_CACHE"] = args[i + 1]
         args = args[:i] + args[i + 2:]
     before = {name: files_under(Path(path)) for name, path in inputs.items() if Path(path).is_dir()}
-    sizes = {name: Path(path).stat().st_size for name, path in inputs.items() if Path(path).is_file()}
+    sums = {name: checksum(Path(path)) for name, path in inputs.items() if Path(path).is_file()}
     out = subprocess.run([sys.executable, "-m", "otbench", *args], capture_output=True, text=True, env=env,
                          cwd=work, timeout=600)
     return {"rc": out.returncode, "stderr": out.stderr, "stdout": out.stdout, "created": files_under(work),
             "inputs_changed": [n for n, p in inputs.items() if (Path(p).is_dir() and files_under(Path(p)) != before[n])
-                               or (Path(p).is_file() and Path(p).stat().st_size != sizes[n])]}
+                               or (Path(p).is_file() and checksum(Path(p)) != sums[n])]}
 
 
 @pytest.fixture(scope="module")
