@@ -18,7 +18,7 @@ from support import DATA
 
 RUN = ["run", "--defense", "otad", "--attack", "square", "--eps", "2", "--n", "5"]
 SQUARE = RUN  # a valid run to which each mistake adds one thing
-FILE_RUN = ["run", "--attack", "pgd", "--eps", "1", "--n", "5", "--set", "attack.steps=2", "--defense"]
+FILE_RUN = ["run", "--attack", "pgd", "--eps", "0.3", "--n", "5", "--set", "attack.steps=2", "--defense"]
 
 # the defenses of one file that the mistakes name (FILE.py:NAME); Net is a valid one
 GOOD_DEFENSES = """
