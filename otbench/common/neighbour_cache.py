@@ -38,6 +38,7 @@ class QueryCache:
         self.shortlist = min(shortlist, len(points))
         self.col_min = points.amin(0).double()  # the range of each coordinate over the training points
         self.col_max = points.amax(0).double()
+        self.xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())  # max_n |X[n, k]|
         self.points_t = None  # (d, N) float32: the changed coordinates' columns, contiguous
         self.slots: dict[str, torch.Tensor] = {}  # per slot: see _allocate
         self.clock = 0
@@ -53,7 +54,7 @@ class QueryCache:
         self.points_t = self.points.T.contiguous()
         self.slots = {
             "row": torch.zeros(c, d, device=dev),  # the query (float32)
-            "row_sq": torch.zeros(c, device=dev),  # |row|^2 in float32, for the parent search
+            "row_sq": torch.full((c,), float("inf"), device=dev),  # |row|^2 in float32, for the parent search
             "root": torch.zeros(c, d, device=dev),  # the chain's root
             "idx": torch.zeros(c, s, dtype=long, device=dev),  # the shortlist (training indices)
             "dist": torch.zeros(c, s, dtype=f64, device=dev),  # squared distances to the shortlist
@@ -73,10 +74,10 @@ class QueryCache:
         if not self.slots or not bool((self.slots["stamp"] >= 0).any()):
             return none, torch.zeros(len(x), x.shape[1], dtype=torch.bool, device=x.device)
         rows, stamp = self.slots["row"], self.slots["stamp"]
-        live = (stamp >= 0).nonzero().flatten()
-        # l2 to every cached row through one (b, C) product: cheap next to one brute-force search
-        d2 = torch.addmm(self.slots["row_sq"][live][None, :], x, rows[live].T, alpha=-2.0)
-        near = live[d2.topk(min(candidates, len(live)), dim=1, largest=False).indices]  # (b, r) slots
+        # l2 to every cached row through one (b, C) product: cheap next to one brute-force search (empty
+        # slots hold an infinite |row|^2)
+        d2 = torch.addmm(self.slots["row_sq"][None, :], x, rows.T, alpha=-2.0)
+        near = d2.topk(min(candidates, int((stamp >= 0).sum())), dim=1, largest=False).indices  # (b, r) slots
         changed = ((x[:, None, :] - rows[near]).abs() > self.tiny).sum(-1)  # (b, r)
         best = changed.argmin(1, keepdim=True)
         slot, count = near.gather(1, best).squeeze(1), changed.gather(1, best).squeeze(1)
@@ -109,17 +110,16 @@ class QueryCache:
         dots = torch.einsum("bc,cbs->bs", delta, xs)
         dist = p["dist"] + (c1[:, None] - 2 * dots)
         # the changes left out (every coordinate outside cols: tiny or none), rounded up
-        xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())
-        rest = torch.ones(x.shape[1], dtype=torch.bool, device=x.device)
-        rest[cols] = False
-        ar, br = x[:, rest].double(), p["row"][:, rest].double()
-        left = ((ar - br).abs() * (ar.abs() + br.abs() + 2 * xmax[rest])).sum(1)
+        rest = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
+        rest[cols] = 0
+        ar, br = x.double(), p["row"].double()
+        left = ((ar - br).abs() * (ar.abs() + br.abs() + 2 * self.xmax) * rest).sum(1)
         left = left * (1 + 2 * _gamma(x.shape[1] + 4)) + 1e-300
         # Rounding of this update (a, b, X exact in float64): the sums of squares and the dot products are
         # |cols|-term sums (gamma), delta, the scaling and the two additions each round once more, relative
         # to magnitudes bounded by sq, 2 sum_k max|X_k| |delta_k| and the largest distance involved. A factor
         # 2 covers the bound's own rounding.
-        dot_max = 2 * (xmax[cols] * delta.abs()).sum(1)
+        dot_max = 2 * (self.xmax[cols] * delta.abs()).sum(1)
         big = dist.abs().amax(1) + p["dist"].abs().amax(1) + p["err"] + 1
         step_err = _gamma(len(cols) + 4) * (sq + dot_max) + 3 * _U64 * (sq + dot_max + big)
         # The least this change can lower any point's squared distance: per coordinate, a^2 - b^2 - 2 X delta
@@ -141,8 +141,7 @@ class QueryCache:
         a, r = x.double(), root.double()
         delta, sqd = a - r, a * a - r * r
         lowest = torch.minimum(sqd - 2 * self.col_min * delta, sqd - 2 * self.col_max * delta).sum(1)
-        xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())
-        rounding = _gamma(x.shape[1] + 4) * (a * a + r * r + 2 * xmax * delta.abs()).sum(1) * 2
+        rounding = _gamma(x.shape[1] + 4) * (a * a + r * r + 2 * self.xmax * delta.abs()).sum(1) * 2
         return root_floor + lowest - rounding
 
     def insert(self, entry: dict[str, torch.Tensor]) -> None:
@@ -161,3 +160,7 @@ class QueryCache:
             self.slots[key][slots] = value[-keep:]
         self.slots["row_sq"][slots] = entry["row"][-keep:].pow(2).sum(1)
         stamp[slots] = self.clock
+
+    def clear(self) -> None:
+        """Forget every cached row and free the memory (the next insert allocates again)."""
+        self.points_t, self.slots, self.clock = None, {}, 0
