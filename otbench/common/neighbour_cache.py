@@ -15,7 +15,8 @@ the triangle inequality from the root, (sqrt(root floor) - |x - root|)^2. Every 
 rigorous bound on |stored - true|: the float32 bound of the brute-force search plus the float64 rounding of
 every update since. ExactKNN uses these only to choose and certify candidates; they never decide an answer.
 
-Memory: capacity x (shortlist x 16 + d x 8) bytes (1024 rows x (2048 x 16 + 784 x 8) = 40 MB), allocated on first
+Memory: capacity x (shortlist x 16 + reserve x 8 + d x 8) bytes (1024 rows x (512 x 16 + 2048 x 8 + 784 x 8)
+= 30 MB) plus a transposed float32 copy of the training points (d x N x 4: 188 MB for MNIST), allocated on first
 use; least recently used rows are evicted.
 """
 from __future__ import annotations
@@ -32,10 +33,11 @@ def _gamma(n: int) -> float:
 
 class QueryCache:
     def __init__(self, points: torch.Tensor, capacity: int, shortlist: int, max_changed: int,
-                 max_chain: int, tiny: float) -> None:
+                 max_chain: int, tiny: float, reserve: int = 2048) -> None:
         self.points = points  # (N, d) float32, ExactKNN's
         self.capacity, self.max_changed, self.max_chain, self.tiny = capacity, max_changed, max_chain, tiny
         self.shortlist = min(shortlist, len(points))
+        self.reserve = min(max(reserve, self.shortlist), len(points))
         self.col_min = points.amin(0).double()  # the range of each coordinate over the training points
         self.col_max = points.amax(0).double()
         self.xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())  # max_n |X[n, k]|
@@ -61,6 +63,10 @@ class QueryCache:
             "err": torch.zeros(c, dtype=f64, device=dev),  # bound on |dist - true|
             "floor": torch.zeros(c, dtype=f64, device=dev),  # true squared distance of any point off the list >=
             "root_floor": torch.zeros(c, dtype=f64, device=dev),  # the same from the root
+            # the root's `reserve` nearest points (by float32 distance) and a floor, from the root, for the others:
+            # when a row's floor fails, its distances to the reserve give it a new shortlist (ExactKNN._refresh)
+            "reserve": torch.zeros(c, self.reserve, dtype=long, device=dev),
+            "reserve_floor": torch.zeros(c, dtype=f64, device=dev),
             "chain": torch.zeros(c, dtype=long, device=dev),  # updates since the root
             "stamp": torch.full((c,), -1, dtype=long, device=dev),  # last use; -1: empty slot
         }
@@ -127,13 +133,19 @@ class QueryCache:
         lowest = torch.minimum(a * a - b * b - 2 * self.col_min[cols] * delta,
                                a * a - b * b - 2 * self.col_max[cols] * delta).sum(1)
         box = p["floor"] + lowest - step_err - left
-        # Triangle inequality from the root: |x - p| >= |root - p| - |x - root| (norms rounded up / down)
-        r = (x.double() - p["root"].double()).pow(2).sum(1).sqrt() * (1 + 4 * _gamma(x.shape[1] + 4)) + 1e-12
-        base = p["root_floor"].clamp(min=0).sqrt() * (1 - 4 * _U64)
-        tri = ((base - r).clamp(min=0) ** 2) * (1 - 4 * _U64)
-        floor = torch.maximum(torch.maximum(box, tri), self._box_from(p["root"], x, p["root_floor"]))
+        floor = torch.maximum(box, self.floor_from(p["root"], x, p["root_floor"]))
         return {"row": x, "root": p["root"], "idx": p["idx"], "dist": dist, "err": p["err"] + 2 * step_err + left,
-                "floor": floor, "root_floor": p["root_floor"], "chain": p["chain"] + 1}
+                "floor": floor, "root_floor": p["root_floor"], "reserve": p["reserve"],
+                "reserve_floor": p["reserve_floor"], "chain": p["chain"] + 1}
+
+    def floor_from(self, root: torch.Tensor, x: torch.Tensor, root_floor: torch.Tensor) -> torch.Tensor:
+        """A lower bound on the true squared distance from x to every point whose true squared distance from
+        root is >= root_floor: the better of the triangle inequality and the per-coordinate bound below."""
+        # |x - p| >= |root - p| - |x - root| (norms rounded up / down)
+        r = (x.double() - root.double()).pow(2).sum(1).sqrt() * (1 + 4 * _gamma(x.shape[1] + 4)) + 1e-12
+        base = root_floor.clamp(min=0).sqrt() * (1 - 4 * _U64)
+        tri = ((base - r).clamp(min=0) ** 2) * (1 - 4 * _U64)
+        return torch.maximum(tri, self._box_from(root, x, root_floor))
 
     def _box_from(self, root: torch.Tensor, x: torch.Tensor, root_floor: torch.Tensor) -> torch.Tensor:
         """The floor of x from its root's in one step over every coordinate (a chain's per-step floors add up

@@ -59,7 +59,7 @@ def _slack(kth: torch.Tensor, d: int) -> torch.Tensor:
 class ExactKNN:
     def __init__(self, points: torch.Tensor, margin: int = 16, block: int = 256, cache_rows: int | None = None,
                  shortlist: int = 512, max_changed: int | None = None, max_chain: int = 1024,
-                 tiny: float = 1e-4) -> None:
+                 tiny: float = 1e-4, reserve: int = 2048) -> None:
         self.points = points.flatten(1).float().contiguous()  # (N, d)
         self.sq_norms = self.points.double().pow(2).sum(1)
         self.sq_norms32 = self.sq_norms.float()
@@ -67,7 +67,7 @@ class ExactKNN:
         self.fallbacks = 0  # rows the certificate could not settle (for diagnostics)
         d = self.points.shape[1]
         self.cache = QueryCache(self.points, CACHE_ROWS if cache_rows is None else cache_rows, shortlist,
-                                max(1, d // 8) if max_changed is None else max_changed, max_chain, tiny)
+                                max(1, d // 8) if max_changed is None else max_changed, max_chain, tiny, reserve)
         # rows answered incrementally / by the full search / by the full search after the incremental
         # certificate failed (a subset of full)
         self.counts: Counter[str] = Counter()
@@ -95,26 +95,19 @@ class ExactKNN:
         rows = (slot >= 0).nonzero().flatten()
         full = (slot < 0).nonzero().flatten()
         if len(rows) and m < cache.shortlist:
-            entry = cache.advance(x[rows], slot[rows], mask[rows])
-            near, pos = entry["dist"].topk(m, dim=1, largest=False, sorted=True)
-            got, kth = self._rerank(x[rows], entry["idx"].gather(1, pos), k)
-            # Certificate: every shortlisted point outside the candidates has an updated distance >= near[:, -1],
-            # so a true one >= near[:, -1] - err, and every other point a true one >= floor: both above
-            # kth + slack, their float64 distances are above the k-th's
-            bar = kth + _slack(kth, d)
-            floor_ok = entry["floor"] > bar
-            ok = floor_ok & (near[:, -1] - entry["err"] > bar)
-            wide = (floor_ok & ~ok).nonzero().flatten()
-            if len(wide):  # the floor holds but the candidates do not: re-rank the whole shortlist
-                got[wide], kth[wide] = self._rerank(x[rows[wide]], entry["idx"][wide], k)
-                ok[wide] = entry["floor"][wide] > kth[wide] + _slack(kth[wide], d)
-                self.counts["wide"] += len(wide)
-            idx[rows[ok]] = got[ok]
-            new = ok & mask[rows].any(1)  # a row equal to its parent is cached already
-            cache.insert({key: value[new] for key, value in entry.items()})
-            self.counts["incremental"] += int(ok.sum())
-            self.counts["uncertified"] += int((~ok).sum())
-            full = torch.cat([full, rows[~ok]])
+            got, ok, entry = self._from_parents(x[rows], slot[rows], mask[rows], k)
+            self._keep(x[rows], idx, rows, got, ok, entry, mask[rows])
+            fail = (~ok).nonzero().flatten()
+            stale = fail[cache.slots["chain"][slot[rows[fail]]] > 0]
+            if len(stale) and cache.reserve > cache.shortlist:
+                # The parents have drifted from their chains' roots (an attack keeps coming back to the row it
+                # keeps): re-root them from their reserves, then derive the rows again
+                self._reroot(slot[rows[stale]].unique(), k)
+                got, ok, entry = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
+                self._keep(x[rows[stale]], idx, rows[stale], got, ok, entry, mask[rows[stale]])
+                fail = torch.cat([fail[cache.slots["chain"][slot[rows[fail]]] == 0], stale[~ok]])
+            self.counts["uncertified"] += len(fail)
+            full = torch.cat([full, rows[fail]])
         elif len(rows):
             full = torch.arange(len(x), device=x.device)
         if len(full):
@@ -124,18 +117,79 @@ class ExactKNN:
             cache.insert(self._root(x[full], approx, xn, bound))
         return idx
 
+    def _from_parents(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor, k: int):
+        """The answers (b, k) of rows derived from cached parents, which of them are certified, and their
+        cache entries."""
+        d, m = x.shape[1], k + self.margin
+        entry = self.cache.advance(x, slot, mask)
+        near, pos = entry["dist"].topk(m, dim=1, largest=False, sorted=True)
+        got, kth = self._rerank(x, entry["idx"].gather(1, pos), k)
+        # Certificate: every shortlisted point outside the candidates has an updated distance >= near[:, -1],
+        # so a true one >= near[:, -1] - err, and every other point a true one >= floor: both above
+        # kth + slack, their float64 distances are above the k-th's
+        bar = kth + _slack(kth, d)
+        floor_ok = entry["floor"] > bar
+        ok = floor_ok & (near[:, -1] - entry["err"] > bar)
+        wide = (floor_ok & ~ok).nonzero().flatten()
+        if len(wide):  # the floor holds but the candidates do not: re-rank the whole shortlist
+            got[wide], kth[wide] = self._rerank(x[wide], entry["idx"][wide], k)
+            ok[wide] = entry["floor"][wide] > kth[wide] + _slack(kth[wide], d)
+            self.counts["wide"] += len(wide)
+        return got, ok, entry
+
+    def _keep(self, x, idx, rows, got, ok, entry, mask) -> None:
+        idx[rows[ok]] = got[ok]
+        new = ok & mask.any(1)  # a row equal to its parent is cached already
+        self.cache.insert({key: value[new] for key, value in entry.items()})
+        self.counts["incremental"] += int(ok.sum())
+
+    def _reroot(self, slots: torch.Tensor, k: int) -> None:
+        """Make the cached rows in `slots` roots of new chains, from their distances to their reserves."""
+        slots = slots[self.cache.slots["chain"][slots] > 0]
+        entry = {key: t[slots] for key, t in self.cache.slots.items()}
+        fresh = self._refresh(entry["row"], entry, k)
+        del fresh["ok"], fresh["answer"]
+        for key, value in fresh.items():
+            self.cache.slots[key][slots] = value
+        self.counts["rerooted"] += len(slots)
+
+    def _refresh(self, x: torch.Tensor, entry: dict, k: int) -> dict:
+        """For rows whose floor failed: their float64 distances to their chain's reserve, which rank the reserve
+        exactly (the answer, if the reserve's floor certifies it) and start a new chain at each row, with the
+        nearest of the reserve as its shortlist."""
+        cache, d, s = self.cache, x.shape[1], self.cache.shortlist
+        dist = torch.cat([_exact_sq(x[i:i + 1].double(), self.points[entry["reserve"][i:i + 1]])
+                          for i in range(len(x))])  # one row at a time: (reserve, d) float64 each
+        order = torch.argsort(entry["reserve"], dim=1)  # ranked by (distance, index)
+        far, dist = entry["reserve"].gather(1, order), dist.gather(1, order)
+        rank = torch.argsort(dist, dim=1, stable=True)
+        far, dist = far.gather(1, rank), dist.gather(1, rank)
+        kth = dist[:, k - 1]
+        # every point off the reserve: at least the reserve's floor from the root, so at least `off` from x
+        off = cache.floor_from(entry["root"], x, entry["reserve_floor"])
+        g = _gamma(d + 2)  # |float64 distance - true| <= g * true
+        floor = torch.minimum(dist[:, s] * (1 - 4 * g), off) if s < cache.reserve else off
+        top = dist[:, :s]
+        return {"ok": off > kth + _slack(kth, d), "answer": far[:, :k],
+                "row": x, "root": x, "idx": far[:, :s].contiguous(), "dist": top, "err": 4 * g * top.amax(1) + 1e-300,
+                "floor": floor, "root_floor": floor, "reserve": far, "reserve_floor": off,
+                "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+
     def _root(self, x: torch.Tensor, approx: torch.Tensor, xn: torch.Tensor, bound: torch.Tensor) -> dict:
         """Cache entries starting a chain at rows searched by brute force: the shortlist of the points nearest
         by float32 distance, the float64 sum approx + |x|^2 with its error bound (the float32 bound plus the
         rounding of |x|^2's float64 sum and of the addition, far below it) and the floor."""
-        s = self.cache.shortlist
-        val, near = approx.topk(s, dim=0, largest=False, sorted=False)
+        s, n = self.cache.shortlist, self.points.shape[0]
+        val, near = approx.topk(self.cache.reserve, dim=0, largest=False, sorted=True)
         dist = val.T.double() + xn[:, None]
         err = bound + _gamma(x.shape[1] + 2) * xn + 2 * _U64 * (dist.abs().amax(1) + 1)
-        # every other point has a float32 value >= the largest shortlisted one
-        floor = dist.amax(1) - err if s < self.points.shape[0] else torch.full_like(err, float("inf"))
-        return {"row": x, "root": x, "idx": near.T.contiguous(), "dist": dist, "err": err, "floor": floor,
-                "root_floor": floor, "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+        # every other point has a float32 value >= the largest listed one
+        inf = torch.full_like(err, float("inf"))
+        floor = dist[:, s - 1] - err if s < n else inf
+        far_floor = dist[:, -1] - err if self.cache.reserve < n else inf
+        return {"row": x, "root": x, "idx": near.T[:, :s].contiguous(), "dist": dist[:, :s].contiguous(),
+                "err": err, "floor": floor, "root_floor": floor, "reserve": near.T.contiguous(),
+                "reserve_floor": far_floor, "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
 
     def _search_block(self, x: torch.Tensor, k: int):
         """The indices (b, k), and the float32 ranking values (N, b) (|p|^2 - 2 <p, x>), |x|^2 in float64 (b,)

@@ -54,13 +54,14 @@ def searches(points: torch.Tensor, queries: list[torch.Tensor], k: int, incremen
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2 ** 16), n=st.integers(40, 160), d=st.integers(4, 24), k=st.integers(1, 6),
-       changed=st.integers(1, 3), margin=st.integers(0, 4), shortlist=st.integers(8, 48))
+       changed=st.integers(1, 3), margin=st.integers(0, 4), shortlist=st.integers(8, 48),
+       reserve=st.integers(8, 160))
 def test_random_walks_give_the_same_indices_with_and_without_the_incremental_search(seed, n, d, k, changed, margin,
-                                                                                     shortlist):
+                                                                                     shortlist, reserve):
     points = tied_points(n, d, seed)
     start = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5]]  # exactly on points
     queries = walk(start, 12, changed, seed)
-    args = {"margin": margin, "shortlist": shortlist, "max_changed": d}
+    args = {"margin": margin, "shortlist": shortlist, "max_changed": d, "reserve": reserve}
     want, _ = searches(points, queries, k, False, **args)
     got, knn = searches(points, queries, k, True, **args)
     for w, g in zip(want, got):
@@ -71,12 +72,13 @@ def test_random_walks_give_the_same_indices_with_and_without_the_incremental_sea
 def test_the_incremental_search_answers_most_rows_of_a_local_walk(device):
     points = tied_points(400, 32, 0).to(device)
     queries = [q.to(device) for q in walk(points[:8] + 0.01, 40, 2, 1)]
-    args = {"margin": 4, "shortlist": 128, "max_changed": 8}
+    args = {"margin": 4, "shortlist": 64, "max_changed": 8, "reserve": 256}
     want, _ = searches(points, queries, 5, False, **args)
     got, knn = searches(points, queries, 5, True, **args)
     assert all(torch.equal(w, g) for w, g in zip(want, got))
     assert got[0].device == points.device
     assert knn.counts["incremental"] > 0.6 * sum(len(q) for q in queries)
+    assert knn.counts["rerooted"] > 0
 
 
 def test_a_dropped_coordinate_is_caught(monkeypatch):
