@@ -98,14 +98,15 @@ class ExactKNN:
             got, ok, entry = self._from_parents(x[rows], slot[rows], mask[rows], k)
             self._keep(x[rows], idx, rows, got, ok, entry, mask[rows])
             fail = (~ok).nonzero().flatten()
-            stale = fail[cache.slots["chain"][slot[rows[fail]]] > 0]
+            fresh = cache.slots["chain"][slot[rows[fail]]] == 0  # parents already at a chain's root
+            stale = fail[~fresh]
             if len(stale) and cache.reserve > cache.shortlist:
                 # The parents have drifted from their chains' roots (an attack keeps coming back to the row it
                 # keeps): re-root them from their reserves, then derive the rows again
                 self._reroot(slot[rows[stale]].unique(), k)
                 got, ok, entry = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
                 self._keep(x[rows[stale]], idx, rows[stale], got, ok, entry, mask[rows[stale]])
-                fail = torch.cat([fail[cache.slots["chain"][slot[rows[fail]]] == 0], stale[~ok]])
+                fail = torch.cat([fail[fresh], stale[~ok]])
             self.counts["uncertified"] += len(fail)
             full = torch.cat([full, rows[fail]])
         elif len(rows):
