@@ -89,7 +89,7 @@ class ExactKNN:
         return cand.gather(1, rank[:, :k]), exact.gather(1, rank[:, k - 1:k]).squeeze(1)
 
     def _search_cached(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        cache, d, m = self.cache, x.shape[1], k + self.margin
+        cache, m = self.cache, k + self.margin
         idx = torch.empty(len(x), k, dtype=torch.long, device=x.device)
         slot, mask = cache.parents(x)
         rows = (slot >= 0).nonzero().flatten()
@@ -103,7 +103,7 @@ class ExactKNN:
             if len(stale) and cache.reserve > cache.shortlist:
                 # The parents have drifted from their chains' roots (an attack keeps coming back to the row it
                 # keeps): re-root them from their reserves, then derive the rows again
-                self._reroot(slot[rows[stale]].unique(), k)
+                self._reroot(slot[rows[stale]].unique())
                 got, ok, entry = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
                 self._keep(x[rows[stale]], idx, rows[stale], got, ok, entry, mask[rows[stale]])
                 fail = torch.cat([fail[fresh], stale[~ok]])
@@ -144,20 +144,18 @@ class ExactKNN:
         self.cache.insert({key: value[new] for key, value in entry.items()})
         self.counts["incremental"] += int(ok.sum())
 
-    def _reroot(self, slots: torch.Tensor, k: int) -> None:
+    def _reroot(self, slots: torch.Tensor) -> None:
         """Make the cached rows in `slots` roots of new chains, from their distances to their reserves."""
         slots = slots[self.cache.slots["chain"][slots] > 0]
         entry = {key: t[slots] for key, t in self.cache.slots.items()}
-        fresh = self._refresh(entry["row"], entry, k)
-        del fresh["ok"], fresh["answer"]
+        fresh = self._refresh(entry["row"], entry)
         for key, value in fresh.items():
             self.cache.slots[key][slots] = value
         self.counts["rerooted"] += len(slots)
 
-    def _refresh(self, x: torch.Tensor, entry: dict, k: int) -> dict:
-        """For rows whose floor failed: their float64 distances to their chain's reserve, which rank the reserve
-        exactly (the answer, if the reserve's floor certifies it) and start a new chain at each row, with the
-        nearest of the reserve as its shortlist."""
+    def _refresh(self, x: torch.Tensor, entry: dict) -> dict:
+        """New chains rooted at the cached rows x (their entries `entry`): their float64 distances to their
+        chain's reserve rank it, the nearest become the shortlist, and the floors bound the rest."""
         cache, d, s = self.cache, x.shape[1], self.cache.shortlist
         dist = torch.cat([_exact_sq(x[i:i + 1].double(), self.points[entry["reserve"][i:i + 1]])
                           for i in range(len(x))])  # one row at a time: (reserve, d) float64 each
@@ -165,14 +163,12 @@ class ExactKNN:
         far, dist = entry["reserve"].gather(1, order), dist.gather(1, order)
         rank = torch.argsort(dist, dim=1, stable=True)
         far, dist = far.gather(1, rank), dist.gather(1, rank)
-        kth = dist[:, k - 1]
         # every point off the reserve: at least the reserve's floor from the root, so at least `off` from x
         off = cache.floor_from(entry["root"], x, entry["reserve_floor"])
         g = _gamma(d + 2)  # |float64 distance - true| <= g * true
         floor = torch.minimum(dist[:, s] * (1 - 4 * g), off) if s < cache.reserve else off
         top = dist[:, :s]
-        return {"ok": off > kth + _slack(kth, d), "answer": far[:, :k],
-                "row": x, "root": x, "idx": far[:, :s].contiguous(), "dist": top, "err": 4 * g * top.amax(1) + 1e-300,
+        return {"row": x, "root": x, "idx": far[:, :s].contiguous(), "dist": top, "err": 4 * g * top.amax(1) + 1e-300,
                 "floor": floor, "root_floor": floor, "reserve": far, "reserve_floor": off,
                 "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
 
