@@ -1,60 +1,217 @@
 """Exact K nearest training inputs in l2, batched.
 
+The answer is defined as: the first k training points by (float64 squared distance computed as
+`((x - p)^2).sum()`, training index). Every path below returns exactly that.
+
 Distances come from one float32 matrix product per batch (fast on CPU and GPU); the best K + margin
 candidates are then re-ranked in float64, and a row is accepted only if the float32 error bound proves
 no point outside the candidates can be closer. Rows that fail the proof (near-equidistant points, as in
 high-dimensional Gaussian data) are re-ranked in float64 over every point whose float32 distance is within
 the error bound of the K-th candidate distance, a set the same bound proves to hold the true K nearest; so
 the answer is exact, not approximately nearest. Ties are broken by training index.
+
+Incremental search (on by default; `incremental_search(False)` or OTBENCH_KNN_INCREMENTAL=0 turn it off, with
+identical results): a query row that differs from a recently searched row in few coordinates takes its
+candidates from that row's distance vector updated over the changed coordinates (otbench.common.
+neighbour_cache), with the same float64 re-ranking and a certificate from the update's rigorous error bound;
+rows it cannot certify go through the search above.
 """
 from __future__ import annotations
 
+import os
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
+from .neighbour_cache import _U64, QueryCache, _gamma
+
 _U32 = 2.0 ** -24  # unit roundoff of float32
+_ENABLED = os.environ.get("OTBENCH_KNN_INCREMENTAL", "1") != "0"
+CACHE_ROWS = int(os.environ.get("OTBENCH_KNN_CACHE_ROWS", "1024"))
+
+
+@contextmanager
+def incremental_search(enabled: bool) -> Iterator[None]:
+    """Turn the incremental search on or off for every ExactKNN inside the block (results are identical
+    either way: a switch for tests and benchmarks, not part of any defense's configuration)."""
+    global _ENABLED
+    before, _ENABLED = _ENABLED, enabled
+    try:
+        yield
+    finally:
+        _ENABLED = before
+
+
+def _exact_sq(x64: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """The defining float64 squared distances: x64 (..., d) float64 against pts (..., m, d) -> (..., m)."""
+    return (x64[..., None, :] - pts.double()).pow(2).sum(-1)
+
+
+def _slack(kth: torch.Tensor, d: int) -> torch.Tensor:
+    """A point whose true squared distance exceeds kth + _slack has a float64 distance (_exact_sq, a d-term
+    sum of rounded squares: relative error <= gamma_{d+2}) above kth; and a point whose float64 distance is
+    <= kth has a true one below kth + _slack."""
+    return kth * 4 * _gamma(d + 2) + 1e-12
 
 
 class ExactKNN:
-    def __init__(self, points: torch.Tensor, margin: int = 16, block: int = 256) -> None:
+    def __init__(self, points: torch.Tensor, margin: int = 16, block: int = 256, cache_rows: int | None = None,
+                 shortlist: int = 512, max_changed: int | None = None, max_chain: int = 1024,
+                 tiny: float = 1e-4, reserve: int = 2048) -> None:
         self.points = points.flatten(1).float().contiguous()  # (N, d)
-        self.points64 = None  # made on demand, only when a row needs the float64 fallback
         self.sq_norms = self.points.double().pow(2).sum(1)
         self.sq_norms32 = self.sq_norms.float()
         self.margin, self.block = margin, block
         self.fallbacks = 0  # rows the certificate could not settle (for diagnostics)
+        d = self.points.shape[1]
+        self.cache = QueryCache(self.points, CACHE_ROWS if cache_rows is None else cache_rows, shortlist,
+                                max(1, d // 8) if max_changed is None else max_changed, max_chain, tiny, reserve)
+        # rows answered incrementally / by the full search / by the full search after the incremental
+        # certificate failed (a subset of full)
+        self.counts: Counter[str] = Counter()
 
     def search(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (B, k) of the k nearest points to each row of x, nearest first."""
         x = x.flatten(1)
-        return torch.cat([self._search_block(x[i:i + self.block], k) for i in range(0, len(x), self.block)])
+        cached = _ENABLED and x.dtype == torch.float32 and k + self.margin < self.points.shape[0]
+        step = self._search_cached if cached else lambda xb, k: self._search_block(xb, k)[0]
+        return torch.cat([step(x[i:i + self.block], k) for i in range(0, len(x), self.block)])
 
-    def _search_block(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def _rerank(self, x: torch.Tensor, cand: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first k of the candidates (b, m) by (float64 distance, index), and the k-th distance."""
+        exact = _exact_sq(x.double(), self.points[cand])  # (b, m)
+        # Stable sort on (distance, index): identical training images tie deterministically.
+        order = torch.argsort(cand, dim=1)
+        cand, exact = cand.gather(1, order), exact.gather(1, order)
+        rank = torch.argsort(exact, dim=1, stable=True)
+        return cand.gather(1, rank[:, :k]), exact.gather(1, rank[:, k - 1:k]).squeeze(1)
+
+    def _search_cached(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        cache, m = self.cache, k + self.margin
+        idx = torch.empty(len(x), k, dtype=torch.long, device=x.device)
+        slot, mask = cache.parents(x)
+        rows = (slot >= 0).nonzero().flatten()
+        full = (slot < 0).nonzero().flatten()
+        if len(rows) and m < cache.shortlist:
+            got, ok, entry = self._from_parents(x[rows], slot[rows], mask[rows], k)
+            self._keep(x[rows], idx, rows, got, ok, entry, mask[rows])
+            fail = (~ok).nonzero().flatten()
+            fresh = cache.slots["chain"][slot[rows[fail]]] == 0  # parents already at a chain's root
+            stale = fail[~fresh]
+            if len(stale) and cache.reserve > cache.shortlist:
+                # The parents have drifted from their chains' roots (an attack keeps coming back to the row it
+                # keeps): re-root them from their reserves, then derive the rows again
+                self._reroot(slot[rows[stale]].unique())
+                got, ok, entry = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
+                self._keep(x[rows[stale]], idx, rows[stale], got, ok, entry, mask[rows[stale]])
+                fail = torch.cat([fail[fresh], stale[~ok]])
+            self.counts["uncertified"] += len(fail)
+            full = torch.cat([full, rows[fail]])
+        elif len(rows):
+            full = torch.arange(len(x), device=x.device)
+        if len(full):
+            got, approx, xn, bound = self._search_block(x[full], k)
+            idx[full] = got
+            self.counts["full"] += len(full)
+            cache.insert(self._root(x[full], approx, xn, bound))
+        return idx
+
+    def _from_parents(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor, k: int):
+        """The answers (b, k) of rows derived from cached parents, which of them are certified, and their
+        cache entries."""
+        d, m = x.shape[1], k + self.margin
+        entry = self.cache.advance(x, slot, mask)
+        near, pos = entry["dist"].topk(m, dim=1, largest=False, sorted=True)
+        got, kth = self._rerank(x, entry["idx"].gather(1, pos), k)
+        # Certificate: every shortlisted point outside the candidates has an updated distance >= near[:, -1],
+        # so a true one >= near[:, -1] - err, and every other point a true one >= floor: both above
+        # kth + slack, their float64 distances are above the k-th's
+        bar = kth + _slack(kth, d)
+        floor_ok = entry["floor"] > bar
+        ok = floor_ok & (near[:, -1] - entry["err"] > bar)
+        wide = (floor_ok & ~ok).nonzero().flatten()
+        if len(wide):  # the floor holds but the candidates do not: re-rank the whole shortlist
+            got[wide], kth[wide] = self._rerank(x[wide], entry["idx"][wide], k)
+            ok[wide] = entry["floor"][wide] > kth[wide] + _slack(kth[wide], d)
+            self.counts["wide"] += len(wide)
+        return got, ok, entry
+
+    def _keep(self, x, idx, rows, got, ok, entry, mask) -> None:
+        idx[rows[ok]] = got[ok]
+        new = ok & mask.any(1)  # a row equal to its parent is cached already
+        self.cache.insert({key: value[new] for key, value in entry.items()})
+        self.counts["incremental"] += int(ok.sum())
+
+    def _reroot(self, slots: torch.Tensor) -> None:
+        """Make the cached rows in `slots` roots of new chains, from their distances to their reserves."""
+        slots = slots[self.cache.slots["chain"][slots] > 0]
+        entry = {key: t[slots] for key, t in self.cache.slots.items()}
+        fresh = self._refresh(entry["row"], entry)
+        for key, value in fresh.items():
+            self.cache.slots[key][slots] = value
+        self.counts["rerooted"] += len(slots)
+
+    def _refresh(self, x: torch.Tensor, entry: dict) -> dict:
+        """New chains rooted at the cached rows x (their entries `entry`): their float64 distances to their
+        chain's reserve rank it, the nearest become the shortlist, and the floors bound the rest."""
+        cache, d, s = self.cache, x.shape[1], self.cache.shortlist
+        dist = torch.cat([_exact_sq(x[i:i + 1].double(), self.points[entry["reserve"][i:i + 1]])
+                          for i in range(len(x))])  # one row at a time: (reserve, d) float64 each
+        order = torch.argsort(entry["reserve"], dim=1)  # ranked by (distance, index)
+        far, dist = entry["reserve"].gather(1, order), dist.gather(1, order)
+        rank = torch.argsort(dist, dim=1, stable=True)
+        far, dist = far.gather(1, rank), dist.gather(1, rank)
+        # every point off the reserve: at least the reserve's floor from the root, so at least `off` from x
+        off = cache.floor_from(entry["root"], x, entry["reserve_floor"])
+        g = _gamma(d + 2)  # |float64 distance - true| <= g * true
+        floor = torch.minimum(dist[:, s] * (1 - 4 * g), off) if s < cache.reserve else off
+        top = dist[:, :s]
+        return {"row": x, "root": x, "idx": far[:, :s].contiguous(), "dist": top, "err": 4 * g * top.amax(1) + 1e-300,
+                "floor": floor, "root_floor": floor, "reserve": far, "reserve_floor": off,
+                "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+
+    def _root(self, x: torch.Tensor, approx: torch.Tensor, xn: torch.Tensor, bound: torch.Tensor) -> dict:
+        """Cache entries starting a chain at rows searched by brute force: the shortlist of the points nearest
+        by float32 distance, the float64 sum approx + |x|^2 with its error bound (the float32 bound plus the
+        rounding of |x|^2's float64 sum and of the addition, far below it) and the floor."""
+        s, n = self.cache.shortlist, self.points.shape[0]
+        val, near = approx.topk(self.cache.reserve, dim=0, largest=False, sorted=True)
+        dist = val.T.double() + xn[:, None]
+        err = bound + _gamma(x.shape[1] + 2) * xn + 2 * _U64 * (dist.abs().amax(1) + 1)
+        # every other point has a float32 value >= the largest listed one
+        inf = torch.full_like(err, float("inf"))
+        floor = dist[:, s - 1] - err if s < n else inf
+        far_floor = dist[:, -1] - err if self.cache.reserve < n else inf
+        return {"row": x, "root": x, "idx": near.T[:, :s].contiguous(), "dist": dist[:, :s].contiguous(),
+                "err": err, "floor": floor, "root_floor": floor, "reserve": near.T.contiguous(),
+                "reserve_floor": far_floor, "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+
+    def _search_block(self, x: torch.Tensor, k: int):
+        """The indices (b, k), and the float32 ranking values (N, b) (|p|^2 - 2 <p, x>), |x|^2 in float64 (b,)
+        and their error bound (b,) for the cache."""
         d = x.shape[1]
         xn = x.double().pow(2).sum(1)
         # |p|^2 - 2 <p, x> ranks the points like the distance (|x|^2 is constant per query). Computed as
         # (N, b) = points @ x^T: on a CPU this orientation is the faster one for small query batches.
         approx = torch.addmm(self.sq_norms32[:, None], self.points, x.float().T, alpha=-2.0)
+        # Bound on |float32 distance - true distance| for any point: d*u*(|x|^2 + max|p|^2) scaled by 4.
+        bound = 4 * d * _U32 * (xn + self.sq_norms.max())
         m = min(k + self.margin, self.points.shape[0])
         cand_d32, cand = approx.topk(m, dim=0, largest=False, sorted=True)
         cand, cand_d32 = cand.T, cand_d32.T + xn.float()[:, None]
-        exact = (x.double()[:, None, :] - self.points[cand].double()).pow(2).sum(-1)  # (b, m)
-        # Stable sort on (distance, index): identical training images tie deterministically.
-        order = torch.argsort(cand, dim=1)
-        cand, exact, cand_d32 = cand.gather(1, order), exact.gather(1, order), cand_d32.gather(1, order)
-        rank = torch.argsort(exact, dim=1, stable=True)
-        idx, kth = cand.gather(1, rank[:, :k]), exact.gather(1, rank[:, k - 1:k]).squeeze(1)
+        idx, kth = self._rerank(x, cand, k)
         if m == self.points.shape[0]:
-            return idx
-        # Bound on |float32 distance - true distance| for any point: d*u*(|x|^2 + max|p|^2) scaled by 4.
-        bound = 4 * d * _U32 * (xn + self.sq_norms.max())
+            return idx, approx, xn, bound
         worst_outside = cand_d32.max(1).values.double()  # every non-candidate has float32 distance >= this
-        unproved = worst_outside - bound <= kth + 1e-12
+        unproved = worst_outside - bound <= kth + _slack(kth, d)
         if unproved.any():
             self.fallbacks += int(unproved.sum())
             rows = unproved.nonzero().flatten()
-            # a true K-nearest point p has distance <= kth (the K-th over a subset is >= the true K-th),
-            # so its float32 distance is <= kth + bound: re-rank exactly all such points
-            limit = (kth[rows] + bound[rows] + 1e-12 - xn[rows]).float()
+            # a point of the answer has float64 distance <= kth (the K-th over a subset is >= the true K-th),
+            # so a true one < kth + slack and a float32 one <= kth + slack + bound: re-rank all such points
+            limit = (kth[rows] + _slack(kth[rows], d) + bound[rows] - xn[rows]).float()
             band = (approx[:, rows].T <= (limit + limit.abs() * 4 * _U32)[:, None]).contiguous()  # + rounding
             counts = band.sum(1).tolist()
             hits = band.nonzero()[:, 1].split(counts)  # per row, in increasing training index
@@ -63,13 +220,13 @@ class ExactKNN:
                 if len(near) < k or len(near) > self.points.shape[0] // 4:
                     idx[r] = self._exact_rows(x[r:r + 1], k)[0]
                     continue
-                dist = (x[r].double() - self.points[near].double()).pow(2).sum(1)
+                dist = _exact_sq(x[r].double(), self.points[near])
                 idx[r] = near[torch.argsort(dist, stable=True)[:k]]
-        return idx
+        return idx, approx, xn, bound
 
-    def _exact_rows(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        if self.points64 is None:
-            self.points64 = self.points.double()
-        dist = torch.cdist(x.double(), self.points64).pow(2)
+    def _exact_rows(self, x: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+        # the defining float64 distances to every point, by chunks of points (memory stays bounded)
+        x64 = x.double()
+        dist = torch.cat([_exact_sq(x64, self.points[i:i + chunk]) for i in range(0, len(self.points), chunk)], 1)
         # lexsort by (distance, index): argsort is stable, and indices are already in increasing order
         return torch.argsort(dist, dim=1, stable=True)[:, :k]

@@ -1,0 +1,178 @@
+"""Recent query rows and their squared distances to a shortlist of training points, for ExactKNN's
+incremental search.
+
+A score-based attack's next query differs from an earlier one in a few coordinates (Square: two small
+windows). Its squared distances to training points then follow from the earlier row's in O(changed
+coordinates) per point instead of O(d):
+    d2_new[n] = d2_old[n] + sum over changed k of (a_k^2 - b_k^2) - 2 X[n, k] (a_k - b_k),
+a = new row, b = old row. A chain starts at a row searched by brute force (its root): the `shortlist` points
+nearest to the root by the brute-force float32 distances, with those distances and a lower bound (the floor) on
+the true squared distance of every other point. A row derived from a cached one keeps its shortlist, updates
+its distances over the changed coordinates (float64), and carries two rigorous floors for the points off the
+shortlist: the parent's floor plus the least the change can lower any point's distance (each coordinate's
+term is linear in X[n, k], so its minimum over the training points' range of that coordinate bounds it), and
+the triangle inequality from the root, (sqrt(root floor) - |x - root|)^2. Every stored distance carries a
+rigorous bound on |stored - true|: the float32 bound of the brute-force search plus the float64 rounding of
+every update since. ExactKNN uses these only to choose and certify candidates; they never decide an answer.
+
+Memory: capacity x (shortlist x 16 + reserve x 8 + d x 8) bytes (1024 rows x (512 x 16 + 2048 x 8 + 784 x 8)
+= 30 MB) plus a transposed float32 copy of the training points (d x N x 4: 188 MB for MNIST), allocated on first
+use; least recently used rows are evicted.
+"""
+from __future__ import annotations
+
+import torch
+
+_U64 = 2.0 ** -53  # unit roundoff of float64
+
+
+def _gamma(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term float64 sum or dot product."""
+    return n * _U64 / (1 - n * _U64)
+
+
+class QueryCache:
+    def __init__(self, points: torch.Tensor, capacity: int, shortlist: int, max_changed: int,
+                 max_chain: int, tiny: float, reserve: int = 2048) -> None:
+        self.points = points  # (N, d) float32, ExactKNN's
+        self.capacity, self.max_changed, self.max_chain, self.tiny = capacity, max_changed, max_chain, tiny
+        self.shortlist = min(shortlist, len(points))
+        self.reserve = min(max(reserve, self.shortlist), len(points))
+        self.col_min = points.amin(0).double()  # the range of each coordinate over the training points
+        self.col_max = points.amax(0).double()
+        self.xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())  # max_n |X[n, k]|
+        self.points_t = None  # (d, N) float32: the changed coordinates' columns, contiguous
+        self.slots: dict[str, torch.Tensor] = {}  # per slot: see _allocate
+        self.clock = 0
+
+    def nbytes(self) -> int:
+        parts = [*self.slots.values()] + ([] if self.points_t is None else [self.points_t])
+        return sum(t.numel() * t.element_size() for t in parts)
+
+    def _allocate(self) -> None:
+        n, d = self.points.shape
+        dev, c, s = self.points.device, self.capacity, self.shortlist
+        f64, long = torch.float64, torch.long
+        self.points_t = self.points.T.contiguous()
+        self.slots = {
+            "row": torch.zeros(c, d, device=dev),  # the query (float32)
+            "row_sq": torch.full((c,), float("inf"), device=dev),  # |row|^2 in float32, for the parent search
+            "root": torch.zeros(c, d, device=dev),  # the chain's root
+            "idx": torch.zeros(c, s, dtype=long, device=dev),  # the shortlist (training indices)
+            "dist": torch.zeros(c, s, dtype=f64, device=dev),  # squared distances to the shortlist
+            "err": torch.zeros(c, dtype=f64, device=dev),  # bound on |dist - true|
+            "floor": torch.zeros(c, dtype=f64, device=dev),  # true squared distance of any point off the list >=
+            "root_floor": torch.zeros(c, dtype=f64, device=dev),  # the same from the root
+            # the root's `reserve` nearest points (by float32 distance) and a floor, from the root, for the others:
+            # when a row's floor fails, its distances to the reserve give it a new shortlist (ExactKNN._refresh)
+            "reserve": torch.zeros(c, self.reserve, dtype=long, device=dev),
+            "reserve_floor": torch.zeros(c, dtype=f64, device=dev),
+            "chain": torch.zeros(c, dtype=long, device=dev),  # updates since the root
+            "stamp": torch.full((c,), -1, dtype=long, device=dev),  # last use; -1: empty slot
+        }
+
+    def parents(self, x: torch.Tensor, candidates: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each row of x (b, d) float32: the cached slot it differs from in the fewest coordinates among
+        its `candidates` nearest cached rows in l2 (-1 where none may be updated: cache empty, too many changed
+        coordinates, chain too long), and the mask (b, d) of coordinates that differ from it. Which parent
+        is chosen only affects speed: the answer is certified whatever the parent."""
+        none = torch.full((len(x),), -1, dtype=torch.long, device=x.device)
+        if not self.slots or not bool((self.slots["stamp"] >= 0).any()):
+            return none, torch.zeros(len(x), x.shape[1], dtype=torch.bool, device=x.device)
+        rows, stamp = self.slots["row"], self.slots["stamp"]
+        # l2 to every cached row through one (b, C) product: cheap next to one brute-force search (empty
+        # slots hold an infinite |row|^2)
+        d2 = torch.addmm(self.slots["row_sq"][None, :], x, rows.T, alpha=-2.0)
+        near = d2.topk(min(candidates, int((stamp >= 0).sum())), dim=1, largest=False).indices  # (b, r) slots
+        changed = ((x[:, None, :] - rows[near]).abs() > self.tiny).sum(-1)  # (b, r)
+        best = changed.argmin(1, keepdim=True)
+        slot, count = near.gather(1, best).squeeze(1), changed.gather(1, best).squeeze(1)
+        ok = (count <= self.max_changed) & (self.slots["chain"][slot] < self.max_chain)
+        slot = torch.where(ok, slot, none)
+        self.clock += 1
+        stamp[slot[ok]] = self.clock  # parents stay cached while they are being used
+        return slot, (x - rows[slot.clamp(min=0)]).abs() > self.tiny
+
+    def advance(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The entries of the rows x (b, d) derived from their parents' `slot` (b,): updated exactly over the
+        coordinates in `mask` (b, d), and within a bound over the others. Rows that change the same coordinates
+        (Square's windows are the same for the whole batch) share one gather of the training points' columns.
+
+        Square's L2 step rescales its whole perturbation to norm eps, which moves every perturbed pixel by
+        a few ulps: such changes (<= `tiny`) go into the error bound, |(a-X)^2 - (b-X)^2| <= |a-b| (|a|+|b|+2|X|),
+        instead of the update."""
+        cols = mask.any(0).nonzero().flatten()
+        if len(cols) > self.max_changed and len(x) > 1:  # different coordinates per row: one row at a time
+            parts = [self.advance(x[i:i + 1], slot[i:i + 1], mask[i:i + 1]) for i in range(len(x))]
+            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        p = {key: t[slot] for key, t in self.slots.items() if key not in ("row_sq", "stamp")}
+        a, b = x[:, cols].double(), p["row"][:, cols].double()
+        delta = a - b  # zero outside each row's own changed coordinates
+        sq = (a * a + b * b).sum(1)
+        c1 = (a * a - b * b).sum(1)
+        # X[shortlist, changed coordinates] (c, b, s): from the changed columns, copied whole (sequential reads;
+        # a gather from the row-major points would miss the cache on every point)
+        xs = self.points_t[cols][:, p["idx"]].double()
+        dots = torch.einsum("bc,cbs->bs", delta, xs)
+        dist = p["dist"] + (c1[:, None] - 2 * dots)
+        # the changes left out (every coordinate outside cols: tiny or none), rounded up
+        rest = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
+        rest[cols] = 0
+        ar, br = x.double(), p["row"].double()
+        left = ((ar - br).abs() * (ar.abs() + br.abs() + 2 * self.xmax) * rest).sum(1)
+        left = left * (1 + 2 * _gamma(x.shape[1] + 4)) + 1e-300
+        # Rounding of this update (a, b, X exact in float64): the sums of squares and the dot products are
+        # |cols|-term sums (gamma), delta, the scaling and the two additions each round once more, relative
+        # to magnitudes bounded by sq, 2 sum_k max|X_k| |delta_k| and the largest distance involved. A factor
+        # 2 covers the bound's own rounding.
+        dot_max = 2 * (self.xmax[cols] * delta.abs()).sum(1)
+        big = dist.abs().amax(1) + p["dist"].abs().amax(1) + p["err"] + 1
+        step_err = _gamma(len(cols) + 4) * (sq + dot_max) + 3 * _U64 * (sq + dot_max + big)
+        # The least this change can lower any point's squared distance: per coordinate, a^2 - b^2 - 2 X delta
+        # is linear in X, so its minimum over [min_n X[n, k], max_n X[n, k]] is at an end.
+        lowest = torch.minimum(a * a - b * b - 2 * self.col_min[cols] * delta,
+                               a * a - b * b - 2 * self.col_max[cols] * delta).sum(1)
+        box = p["floor"] + lowest - step_err - left
+        floor = torch.maximum(box, self.floor_from(p["root"], x, p["root_floor"]))
+        return {"row": x, "root": p["root"], "idx": p["idx"], "dist": dist, "err": p["err"] + 2 * step_err + left,
+                "floor": floor, "root_floor": p["root_floor"], "reserve": p["reserve"],
+                "reserve_floor": p["reserve_floor"], "chain": p["chain"] + 1}
+
+    def floor_from(self, root: torch.Tensor, x: torch.Tensor, root_floor: torch.Tensor) -> torch.Tensor:
+        """A lower bound on the true squared distance from x to every point whose true squared distance from
+        root is >= root_floor: the better of the triangle inequality and the per-coordinate bound below."""
+        # |x - p| >= |root - p| - |x - root| (norms rounded up / down)
+        r = (x.double() - root.double()).pow(2).sum(1).sqrt() * (1 + 4 * _gamma(x.shape[1] + 4)) + 1e-12
+        base = root_floor.clamp(min=0).sqrt() * (1 - 4 * _U64)
+        tri = ((base - r).clamp(min=0) ** 2) * (1 - 4 * _U64)
+        return torch.maximum(tri, self._box_from(root, x, root_floor))
+
+    def _box_from(self, root: torch.Tensor, x: torch.Tensor, root_floor: torch.Tensor) -> torch.Tensor:
+        """The floor of x from its root's in one step over every coordinate (a chain's per-step floors add up
+        each step's worst case; from the root, changes that cancel along the chain do not count)."""
+        a, r = x.double(), root.double()
+        delta, sqd = a - r, a * a - r * r
+        lowest = torch.minimum(sqd - 2 * self.col_min * delta, sqd - 2 * self.col_max * delta).sum(1)
+        rounding = _gamma(x.shape[1] + 4) * (a * a + r * r + 2 * self.xmax * delta.abs()).sum(1) * 2
+        return root_floor + lowest - rounding
+
+    def insert(self, entry: dict[str, torch.Tensor]) -> None:
+        """Cache the rows of `entry` (as returned by advance or made by ExactKNN from a brute-force search);
+        evicts the least recently used rows (never this batch's parents, whose stamps are current). Rows that
+        find no evictable slot are not cached."""
+        if not self.slots:
+            self._allocate()
+        stamp = self.slots["stamp"]
+        free = (stamp < self.clock).nonzero().flatten()
+        keep = min(len(free), len(entry["row"]))
+        if keep == 0:
+            return
+        slots = free[stamp[free].topk(keep, largest=False).indices]
+        for key, value in entry.items():
+            self.slots[key][slots] = value[-keep:]
+        self.slots["row_sq"][slots] = entry["row"][-keep:].pow(2).sum(1)
+        stamp[slots] = self.clock
+
+    def clear(self) -> None:
+        """Forget every cached row and free the memory (the next insert allocates again)."""
+        self.points_t, self.slots, self.clock = None, {}, 0

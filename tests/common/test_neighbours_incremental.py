@@ -1,0 +1,140 @@
+"""ExactKNN's incremental search (otbench/common/neighbour_cache.py): the same indices as the search without it,
+on random walks with exact and near ties, and on every query of a real Square attack through the runner."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otbench.common.neighbour_cache import QueryCache
+from otbench.common.neighbours import ExactKNN, incremental_search
+from otbench.data import eval_subset
+from otbench.runner import run_cell
+from otbench.store import ResultStore
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def tied_points(n: int, d: int, seed: int) -> torch.Tensor:
+    """Points on a coarse grid (many exactly equal distances), with duplicates and one-ulp neighbours (near
+    ties)."""
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.randint(0, 5, (n, d), generator=g).float() / 4
+    pts[n // 2:n // 2 + n // 8] = pts[:n // 8]  # duplicates: exact ties
+    near = pts[n // 8:n // 4].clone()
+    pts[-(n // 8):] = torch.nextafter(near, near + 1)[:n // 8]  # one ulp away: near ties
+    return pts
+
+
+def walk(start: torch.Tensor, steps: int, changed: int, seed: int) -> list[torch.Tensor]:
+    """Batches of queries, each row changing `changed` coordinates of the previous one (sometimes by a few
+    ulps only, as Square's renormalisation does), and sometimes going back to an earlier row."""
+    g = torch.Generator().manual_seed(seed)
+    x, out = start.clone(), []
+    for _ in range(steps):
+        new = x.clone()
+        for row in new:
+            cols = torch.randperm(len(row), generator=g)[:changed]
+            row[cols] = torch.randint(0, 9, (changed,), generator=g).float() / 8
+        if torch.rand(1, generator=g) < 0.3:
+            new = torch.nextafter(new, new + 1)  # every coordinate moves by one ulp
+        out.append(new)
+        if torch.rand(1, generator=g) < 0.5:  # accepted, as an attack keeps an improvement
+            x = new
+    return out
+
+
+def searches(points: torch.Tensor, queries: list[torch.Tensor], k: int, incremental: bool,
+             **knn_args) -> tuple[list[torch.Tensor], ExactKNN]:
+    knn = ExactKNN(points, **knn_args)
+    with incremental_search(incremental):
+        return [knn.search(q, k) for q in queries], knn
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 16), n=st.integers(40, 160), d=st.integers(4, 24), k=st.integers(1, 6),
+       changed=st.integers(1, 3), margin=st.integers(0, 4), shortlist=st.integers(8, 48),
+       reserve=st.integers(8, 160))
+def test_random_walks_give_the_same_indices_with_and_without_the_incremental_search(seed, n, d, k, changed, margin,
+                                                                                     shortlist, reserve):
+    points = tied_points(n, d, seed)
+    start = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5]]  # exactly on points
+    queries = walk(start, 12, changed, seed)
+    args = {"margin": margin, "shortlist": shortlist, "max_changed": d, "reserve": reserve}
+    want, _ = searches(points, queries, k, False, **args)
+    got, knn = searches(points, queries, k, True, **args)
+    for w, g in zip(want, got):
+        assert torch.equal(w, g)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_incremental_search_answers_most_rows_of_a_local_walk(device):
+    points = tied_points(400, 32, 0).to(device)
+    queries = [q.to(device) for q in walk(points[:8] + 0.01, 40, 2, 1)]
+    args = {"margin": 4, "shortlist": 64, "max_changed": 8, "reserve": 256}
+    want, _ = searches(points, queries, 5, False, **args)
+    got, knn = searches(points, queries, 5, True, **args)
+    assert all(torch.equal(w, g) for w, g in zip(want, got))
+    assert got[0].device == points.device
+    assert knn.counts["incremental"] > 0.6 * sum(len(q) for q in queries)
+    assert knn.counts["rerooted"] > 0
+
+
+def test_a_dropped_coordinate_is_caught(monkeypatch):
+    """The comparison above has teeth: an update that forgets one changed coordinate (in the distances and in
+    their error bound) gives other neighbours on the same walk."""
+    real = QueryCache.advance
+
+    def forgetful(self, x, slot, mask):
+        parent = self.slots["row"][slot]
+        lost = x.clone()
+        first = mask.float().argmax(1)  # the first changed coordinate of each row
+        rows = torch.arange(len(x))
+        lost[rows, first] = parent[rows, first]
+        entry = real(self, lost, slot, (lost - parent).abs() > self.tiny)
+        entry["row"] = x  # cached as the row it was asked for
+        return entry
+
+    monkeypatch.setattr(QueryCache, "advance", forgetful)
+    points = tied_points(400, 32, 0)
+    queries = walk(points[:8] + 0.01, 40, 2, 1)
+    args = {"margin": 4, "shortlist": 128, "max_changed": 8}
+    want, _ = searches(points, queries, 5, False, **args)
+    got, _ = searches(points, queries, 5, True, **args)
+    assert not all(torch.equal(w, g) for w, g in zip(want, got))
+
+
+def _square_cell(defense, incremental: bool, path) -> tuple[list, list[torch.Tensor]]:
+    """Square (100 queries) on 6 MNIST test samples through the runner, recording every neighbour search."""
+    found: list[torch.Tensor] = []
+    real = defense.knn.search
+
+    def recording(x, k):
+        idx = real(x, k)
+        found.append(idx.clone())
+        return idx
+
+    defense.knn.search = recording
+    store = ResultStore(path)
+    try:
+        with incremental_search(incremental):
+            subset = eval_subset(len(defense.data.x_test), 6, seed=3)
+            run_cell(defense, "square", 3.0, subset, store, {"n_queries": 100}, progress=False)
+    finally:
+        del defense.knn.search
+    (cell,) = store.cells()
+    return [tuple(vars(r).values()) for r in store.rows(cell["cell_id"])], found
+
+
+@pytest.mark.parametrize("name", ["otad", "knn"])
+def test_square_finds_the_same_neighbours_on_every_query_and_stores_the_same_rows(request, tmp_path, name):
+    defense = request.getfixturevalue(name)
+    rows_off, found_off = _square_cell(defense, False, tmp_path / "off.sqlite")
+    before = dict(defense.knn.counts)
+    rows_on, found_on = _square_cell(defense, True, tmp_path / "on.sqlite")
+    assert rows_on == rows_off
+    assert len(found_on) == len(found_off) > 50
+    assert all(torch.equal(a, b) for a, b in zip(found_on, found_off))
+    counts = {key: defense.knn.counts[key] - before.get(key, 0) for key in ("incremental", "full")}
+    assert counts["incremental"] > 0.6 * sum(len(f) for f in found_on), counts  # not vacuous
