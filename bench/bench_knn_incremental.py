@@ -3,7 +3,7 @@
     python bench/bench_knn_incremental.py [--preset paper] [--n 100] [--queries 2000] [--eps 2 3] [--device auto]
     python bench/bench_knn_incremental.py --preset quick --n 10 --queries 200     # a quick check
 
-Each mode fills its own temporary results file through the runner (run_cell, the path the CLI takes). Prints
+Each mode fills its own temporary results file through the run plan the CLI executes (plan.evaluate_defense). Prints
 Square's queries per second in each mode (the queries the stored rows count, over the wall time of the cells),
 the speed-up, the K-NN's share (the defense's `neighbours` timer, ms per searched row), how the incremental mode
 answered its rows (incremental / full search), the cache's memory, and whether every stored row is identical.
@@ -20,7 +20,7 @@ from otbench.data import eval_subset, load_dataset
 from otbench.defense import create_defense
 from otbench.defenses.otad.defense import StepCache
 from otbench.provenance import machine, resolve_device
-from otbench.runner import run_cell
+from otbench.plan import evaluate_defense
 from otbench.store import ResultStore
 
 
@@ -42,7 +42,7 @@ def run_mode(otad, incremental: bool, eps_list: list[float], subset, queries: in
         with incremental_search(incremental):
             start = time.perf_counter()
             for eps in eps_list:
-                run_cell(otad, "square", eps, subset, store, {"n_queries": queries}, progress=False)
+                evaluate_defense(otad, {"square": [eps]}, subset, store, {"n_queries": queries}, checks=False)
             seconds = time.perf_counter() - start
     finally:
         del otad.knn.search

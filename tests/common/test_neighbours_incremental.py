@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import evaluate_cell
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otbench.common.neighbour_cache import QueryCache
 from otbench.common.neighbours import ExactKNN, incremental_search
 from otbench.data import eval_subset
-from otbench.runner import run_cell
 from otbench.store import ResultStore
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
@@ -120,7 +120,7 @@ def _square_cell(defense, incremental: bool, path) -> tuple[list, list[torch.Ten
     try:
         with incremental_search(incremental):
             subset = eval_subset(len(defense.data.x_test), 6, seed=3)
-            run_cell(defense, "square", 3.0, subset, store, {"n_queries": 100}, progress=False)
+            evaluate_cell(defense, "square", 3.0, subset, store, {"n_queries": 100}, progress=False)
     finally:
         del defense.knn.search
     (cell,) = store.cells()
