@@ -1,10 +1,11 @@
 """OTAD (papers/otad.txt): its MNIST tables I-III and XII and the adaptive and worst-case tables that extend
 them (mnist.py), the analyses of Tables IV, XIII, XIV and Fig. 2 (analyses.py), the regression Table V
-(regression.py) and OTAD-T's Tables VI-XII (otad_t.py), beside the published values in values.csv."""
+(regression.py), OTAD-T's Tables VI-XII (otad_t.py) and `baselines-strongest` (strongest.py), beside the
+published values in values.csv."""
 from importlib.resources import files
 
 from otbench.report.paper import register_paper_values
 
 register_paper_values("otad", files(__name__).joinpath("values.csv"))
 
-from . import analyses, mnist, otad_t, regression  # noqa: E402,F401  (register the tables)
+from . import analyses, mnist, otad_t, regression, strongest  # noqa: E402,F401  (register the tables)
