@@ -94,14 +94,16 @@ class OTClassifierAdv(EncoderClassifierDefense):
 
 @register_defense("cnn-standard")
 class CNNStandard(EncoderClassifierDefense):
-    description = "the OT-Classifier paper's 'No Defense': the authors' BasicCNN (quick: OT-CLA's convolutions, wide layer)"
+    description = ("the OT-Classifier paper's 'No Defense': the authors' BasicCNN (quick: OT-CLA's convolutions, "
+                   "a wide layer)")
     kind = "cnn"
     presets = _presets("cnn-standard", cnn=True)
 
 
 @register_defense("cnn-pgd-at")
 class CNNPGDAT(EncoderClassifierDefense):
-    description = "the OT-Classifier paper's 'Madry's Adv': cnn-standard trained on Madry PGD examples (eps 0.3 MNIST)"
+    description = ("the OT-Classifier paper's 'Madry's Adv': cnn-standard trained on Madry PGD examples "
+                   "(eps 0.3 on MNIST)")
     kind = "cnn"
     adversarial = True
     presets = _presets("cnn-pgd-at", adversarial=True, cnn=True)

@@ -73,7 +73,8 @@ def baselines_strongest() -> TableSpec:
     # clean accuracy from each row's own cells (a row's attack replaces the column's), as in otad-strongest
     columns = [Column("Standard Acc", "bpda-pgd", STRONGEST_EPS[0], "clean")]
     for e in STRONGEST_EPS:
-        columns += [Column(f"Robust eps={e:g}", "none", e, "robust"), Column(f"queries eps={e:g}", "none", e, "queries"),
+        columns += [Column(f"Robust eps={e:g}", "none", e, "robust"),
+                    Column(f"queries eps={e:g}", "none", e, "queries"),
                     Column(f"s/sample eps={e:g}", "none", e, "seconds")]
     return TableSpec(
         name="baselines-strongest", title="Every defense of OTAD's Tables II and III under the same L2 battery, with "
