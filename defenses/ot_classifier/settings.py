@@ -48,6 +48,8 @@ TRAIN_PAPER: dict[str, Any] = {
     # 0.0005 on MNIST (train_ot.py:239); prior N(0, sigma^2 I), sigma = 1 (train_ot.py:214); clip 0.01 (utils.py:104).
     "lam": 1.0, "lam_class": 1.0, "lam_encoder": 0.0005, "sigma": 1.0, "clip": 0.01,
 }
+# E-CLA: the repository's ECLA (setup_ot_mnist.py:115-155) is this encoder and classifier as one network; no
+# script of the repository trains it, so `e-cla` runs the loop and settings above without the critic (ours).
 # Minutes on a shared 2-core CPU (one thread): narrow, the first 10,000 training points, 4 epochs; the old quick
 # optimisation (every rate 1e-3, beta1 0.5, WAE-GAN's [27]) and an encoder-vs-critic weight of 5 (ours): the
 # encoder's critic gradient is added to its cross-entropy gradient before one Adam step (the authors' loop), and

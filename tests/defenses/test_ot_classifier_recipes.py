@@ -177,3 +177,26 @@ def test_a_killed_ot_cla_training_resumes_to_the_unbroken_weights(mnist, tmp_pat
     resumed = run(tmp_path / "a.partial")  # a run killed in its last epoch: starts at epoch 2 from the saved state
     assert "resuming train ot-cla on mnist at epoch 2" in capsys.readouterr().err
     assert all(torch.equal(p, q) for p, q in zip(unbroken.state_dict().values(), resumed.state_dict().values()))
+
+
+@needs_mnist
+def test_madrys_adv_trains_on_a_fresh_pgd_batch_at_every_step_with_the_true_labels(mnist):
+    """Madry's MNIST challenge (the paper's "Madry's Adv"): every Adam step on the PGD examples of its batch."""
+    from otbench.common.adversarial import pgd_perturbation
+    from otbench.defenses.ot_classifier.settings import resolve_adv
+    from otbench.defenses.ot_classifier.train import train_net
+
+    cfg = resolve_adv("mnist", paper("cnn-pgd-at", epochs=1, adv_steps=2))
+    data = mnist.take_train(200)
+    real, seen = pgd_perturbation(cfg), []
+
+    def perturb(model, x, y):
+        seen.append((x.clone(), y.clone()))
+        return real(model, x, y)
+
+    train_net(data, cfg, torch.device("cpu"), "cnn", perturb, progress=False)
+    assert len(seen) == 200 // cfg["batch_size"] == 4  # batch 50: one PGD batch per step
+    x, y = torch.cat([s[0] for s in seen]), torch.cat([s[1] for s in seen])
+    index = torch.cdist(x.flatten(1), data.x_train.flatten(1)).argmin(1)  # which training point each image is
+    assert sorted(index.tolist()) == list(range(200))  # every point once
+    assert torch.equal(y, data.y_train[index])  # attacked with its true label (Madry), not a prediction
