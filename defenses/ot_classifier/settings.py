@@ -36,7 +36,7 @@ TRAIN_PAPER: dict[str, Any] = {
     "hidden": [500, 256], "hidden_bn": True,
     # Critic D (setup_ot_mnist.py:56-80): 4 ReLU layers of dim_h * 4 = 512 units, then 1, LogSigmoid.
     "critic_width": 512, "critic_depth": 4,
-    # utils.py:11 (MNIST; STL-10 too, utils.py:41-46; CIFAR-10 stays in [0, 1], utils.py:24-35, and its encoder is
+    # utils.py:11 (MNIST; STL-10 too, utils.py:41-46; CIFAR-10 stays in [0, 1], utils.py:22-35, and its encoder is
     # another network, setup_er_cifar10.py: this preset is the MNIST recipe, the other datasets' are not reproduced)
     "input_range": "signed",
     # 30 epochs (train_ot.py:205, -epochs default), batch 100 (train_ot.py:236), shuffled (utils.py:20,
