@@ -50,6 +50,9 @@ TRAIN_PAPER: dict[str, Any] = {
     # 0.0005 on MNIST (train_ot.py:239); prior N(0, sigma^2 I), sigma = 1 (train_ot.py:214); clip 0.01 (utils.py:104).
     "lam": 1.0, "lam_class": 1.0, "lam_encoder": 0.0005, "sigma": 1.0, "clip": 0.01,
 }
+# Cost on the project's shared 2-core Xeon, one torch thread (issue 20, a few steps each): OT-CLA 0.43 steps/s
+# (30 epochs = 18,000 steps: ~12 CPU-hours); OT-CLA+Adv 0.037 steps/s (~135 CPU-hours: a GPU job,
+# reports/reproduce-gpu.sh STAGE=trainings); Madry's Adv (CNN_PAPER) 0.9 steps of 50 per second (~31 CPU-hours).
 # E-CLA: the repository's ECLA (setup_ot_mnist.py:115-155) is this encoder and classifier as one network; no
 # script of the repository trains it, so `e-cla` runs the loop and settings above without the critic (ours).
 # Minutes on a shared 2-core CPU (one thread): narrow, the first 10,000 training points, 4 epochs; the old quick
