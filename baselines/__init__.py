@@ -13,5 +13,5 @@ from . import rse, defense_gan  # noqa: F401  (register `rse`, `defense-gan`: OT
 
 # soc-plus and linf-dist-net (the only baselines whose paper setting a CPU cannot train) define preset `cpu`
 describe_preset("cpu", "`cpu` a smaller model and schedule sized for a few CPU-hours where the paper's needs a GPU "
-                       "(SOC+: LipConvNet-5 with 16 channels, 8 epochs; l-inf-dist net: width 256, 12 epochs, p = inf "
-                       "after the first; baselines/soc.py and linf_dist.py give the arithmetic), never the paper's")
+                       "(SOC+: LipConvNet-10 with 16 channels, 10 epochs; l-inf-dist net: width 256, 40 epochs, p = inf "
+                       "from epoch 8; baselines/soc.py and linf_dist.py give the arithmetic), never the paper's")

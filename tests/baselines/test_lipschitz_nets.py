@@ -170,8 +170,8 @@ def test_lipconvnet_features_are_lipschitz_and_soc_certificate_holds_against_pgd
 
 # -- preset `cpu` (issue 20): the paper's recipe on the model a CPU can train, marked in every table -------------
 @pytest.mark.parametrize("name, differs", [
-    ("soc-plus", {"num_layers": 5, "init_channels": 16, "epochs": 8}),
-    ("linf-dist-net", {"width": 256, "epochs": 12, "p_warm_epochs": 0, "p_end_epoch": 1}),
+    ("soc-plus", {"num_layers": 10, "init_channels": 16, "epochs": 10}),
+    ("linf-dist-net", {"width": 256, "epochs": 40, "p_warm_epochs": 1, "p_end_epoch": 8}),
 ])
 def test_cpu_preset_is_the_paper_recipe_on_a_smaller_model_and_schedule(name, differs):
     from otbench.defense import build_config
@@ -188,7 +188,7 @@ def test_cpu_rows_are_marked_as_such_never_as_the_papers():
 
     note = fallback_note(["cpu"], "paper")
     assert "[preset cpu]" in note and "never the paper's" in note and preset_note("cpu") in note
-    assert "LipConvNet-5 with 16 channels" in note and "width 256" in note
+    assert "LipConvNet-10 with 16 channels" in note and "width 256" in note
 
 
 @pytest.mark.parametrize("name, setting, value, expected", [
@@ -197,7 +197,7 @@ def test_cpu_rows_are_marked_as_such_never_as_the_papers():
     ("soc-plus", "gamma", -0.5, "gamma"),
     ("linf-dist-net", "p_start", 0.5, "p_start"),
     ("linf-dist-net", "hinge_mix", 1.5, "hinge_mix"),
-    ("linf-dist-net", "p_end_epoch", 20, "p_end_epoch"),
+    ("linf-dist-net", "p_end_epoch", 50, "p_end_epoch"),  # beyond the 40 epochs
 ])
 def test_bad_lipschitz_settings_are_refused_in_one_line_before_any_work(name, setting, value, expected):
     from otbench.defense import build_config
