@@ -60,11 +60,16 @@ def shuffled_batches(n: int, batch_size: int, epochs: int,
 
 def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, gen: torch.Generator,
                        opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler | None,
-                       loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device,
+                       loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None, device: torch.device,
                        desc: str, progress: bool = True, on_loss: Callable[[float], None] | None = None,
-                       net: torch.nn.Module | None = None) -> None:
+                       net: torch.nn.Module | None = None,
+                       train_step: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None) -> None:
     """Run `epochs` shuffled passes over (x, y), minimising loss_of(xb, yb) (batches moved to `device`);
     `on_loss`, if given, receives every step's loss (training curves in tests and records).
+
+    A training with several optimisers per batch (a critic and a network) passes `train_step(xb, yb, epoch)`
+    instead of `loss_of`: it makes its own updates and returns the loss to show; `opt` (anything with
+    state_dict / load_state_dict) is then only what is saved with each finished epoch.
 
     Given the `net`, a training run inside `cached_model` is resumable: every finished epoch is saved beside the
     checkpoint (network, optimiser, schedule and both random generators), so a killed training restarts at its
@@ -74,10 +79,13 @@ def minibatch_training(x: torch.Tensor, y: torch.Tensor, batch_size: int, epochs
     start = _resume(resume, net, opt, sched, gen, desc, epochs * steps) if resume else 0
     bar = progress_bar(epochs * steps, desc, progress, unit="step", initial=start * steps)
     for epoch, i, idx in shuffled_batches(len(x), batch_size, epochs - start, gen):
-        loss = loss_of(x[idx].to(device), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if train_step is not None:
+            loss = train_step(x[idx].to(device), y[idx].to(device), start + epoch)
+        else:
+            loss = loss_of(x[idx].to(device), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
         if sched is not None:
             sched.step()
         if on_loss is not None:

@@ -23,7 +23,8 @@ TINY_TRAIN = {"blocks": 2, "residual": True, "epochs": 1, "batch_size": 64, "lr"
 TINY_REG = {"blocks": 2, "residual": True, "epochs": 15, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
             "weight_decay": 5e-4, "train_size": None, "seed": 0}
 # OT-Classifier: 8-16 channels, 2 epochs on 2000 real MNIST training points.
-TINY_OTC = {"channels": [8, 16], "hidden": 64, "epochs": 2, "batch_size": 50, "train_size": 2000, "lr": 3e-3}
+TINY_OTC = {"channels": [8, 16], "hidden": [64], "epochs": 2, "batch_size": 50, "train_size": 2000, "lr": 3e-3,
+            "lr_classifier": 3e-3}
 TINY_STL = {"stl_atoms": 8, "stl_learn_images": 300, "stl_learn_steps": 8, "stl_learn_batch": 32,
             "stl_learn_iterations": 10}
 DIFFPURE_TINY = {"train": {**TINY_TRAIN, "score_channels": 8, "score_epochs": 3, "score_lr": 3e-3,

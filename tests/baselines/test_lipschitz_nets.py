@@ -166,3 +166,67 @@ def test_lipconvnet_features_are_lipschitz_and_soc_certificate_holds_against_pgd
     assert (new < radius).float().mean() > 0.8  # the attack moved toward the boundary, as far as it may
     adv = pgd_within(model, x, pred, 4 * radius, "L2", steps=20)  # beyond the certificate PGD does succeed
     assert (soc_net.predict(adv) != pred).any()
+
+
+# -- preset `cpu` (issue 20): the paper's recipe on the model a CPU can train, marked in every table -------------
+@pytest.mark.parametrize("name, differs", [
+    ("soc-plus", {"num_layers": 10, "init_channels": 16, "epochs": 10}),
+    ("linf-dist-net", {"width": 256, "epochs": 40, "p_warm_epochs": 1, "p_end_epoch": 8}),
+])
+def test_cpu_preset_is_the_paper_recipe_on_a_smaller_model_and_schedule(name, differs):
+    from otbench.defense import build_config
+
+    cls = DEFENSES.get(name)
+    paper, cpu = build_config(cls, "paper", None)["train"], build_config(cls, "cpu", None)["train"]
+    assert {k: v for k, v in cpu.items() if paper[k] != v} == differs
+    assert cpu["train_size"] is None  # all 60,000 training points, as the paper
+
+
+def test_cpu_rows_are_marked_as_such_never_as_the_papers():
+    from otbench.defense import preset_note
+    from otbench.report.render import fallback_note
+
+    note = fallback_note(["cpu"], "paper")
+    assert "[preset cpu]" in note and "never the paper's" in note and preset_note("cpu") in note
+    assert "LipConvNet-10 with 16 channels" in note and "width 256" in note
+
+
+@pytest.mark.parametrize("name, setting, value, expected", [
+    ("soc-plus", "num_layers", 7, "multiple of 5"),
+    ("soc-plus", "train_terms", 20, "train_terms must be <= eval_terms"),
+    ("soc-plus", "gamma", -0.5, "gamma"),
+    ("linf-dist-net", "p_start", 0.5, "p_start"),
+    ("linf-dist-net", "hinge_mix", 1.5, "hinge_mix"),
+    ("linf-dist-net", "p_end_epoch", 50, "p_end_epoch"),  # beyond the 40 epochs
+])
+def test_bad_lipschitz_settings_are_refused_in_one_line_before_any_work(name, setting, value, expected):
+    from otbench.defense import build_config
+    from otbench.errors import OTBenchError
+
+    with pytest.raises(OTBenchError, match=expected) as err:
+        build_config(DEFENSES.get(name), "cpu", {"train": {setting: value}})
+    assert "\n" not in str(err.value)
+
+
+def test_a_killed_linf_dist_training_resumes_to_the_unbroken_weights(mnist, tmp_path, capsys):
+    """The per-step p and lr schedule restarts from the saved epoch exactly (training.py keeps the epochs)."""
+    from otbench.baselines.linf_dist import train_linf_dist
+    from otbench.defense import build_config
+    from otbench.training import _RESUME
+
+    cfg = build_config(DEFENSES.get("linf-dist-net"), "cpu",
+                       {"train": {"depth": 2, "width": 16, "epochs": 3, "p_end_epoch": 2, "batch_size": 128}})["train"]
+    data = mnist.take_train(512)
+
+    def run():
+        token = _RESUME.set(tmp_path / "l.partial")
+        try:
+            return train_linf_dist(data, cfg, torch.device("cpu"), progress=False)
+        finally:
+            _RESUME.reset(token)
+
+    unbroken = run()
+    capsys.readouterr()
+    resumed = run()  # a run killed in its last epoch: starts at epoch 2 (p already inf, lr mid-cosine)
+    assert "resuming train linf-dist-net on mnist at epoch 2" in capsys.readouterr().err
+    assert all(torch.equal(p, q) for p, q in zip(unbroken.state_dict().values(), resumed.state_dict().values()))

@@ -105,7 +105,7 @@ def test_report_fill_runs_the_missing_cells(capsys, tmp_path):
     (["run", "--defense", "otad", "--attack", "square", "--set", "attack.eot_samples=5"], "unknown attack setting"),
     (["run", "--defense", "standard", "--attack", "dml-attack"], "metric"),
     (["merge", "/nonexistent.sqlite"], "does not exist"),
-    (["report", "--preset", "papr"], "unknown --preset 'papr'; valid: paper, paper-v1, quick"),
+    (["report", "--preset", "papr"], "unknown --preset 'papr'; valid: cpu, paper, paper-v1, quick"),
     (["report", "--fallback", "qick"], "unknown --fallback 'qick'"),
 ])
 def test_user_mistakes_are_one_line_errors(args, message, capsys):

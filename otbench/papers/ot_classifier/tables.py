@@ -48,9 +48,10 @@ def _table_1(dataset: str) -> TableSpec:
         paper="ot-classifier", paper_table="1", dataset=dataset,
         rows=(Row("Adv. Training", "cnn-pgd-at", "Adv. Training"), Row("OT-CLA+Adv", "ot-cla-adv", "OT-CLA+Adv")),
         columns=_pgd_columns(TABLE1_EPS[dataset]),
-        note=PGD_NOTE + " Adv. Training: `cnn-pgd-at`, Madry PGD training of the CNN with OT-CLA's convolutions and a "
-             "wide layer in place of the code; OT-CLA+Adv: `ot-cla-adv`; both at Supplement A's training eps "
-             "(0.3 MNIST, 0.03 CIFAR-10 and STL-10, 0.01 Tiny ImageNet).")
+        note=PGD_NOTE + " Adv. Training: `cnn-pgd-at`, Madry PGD training (preset `paper`: the authors' BasicCNN "
+             "trained as Madry et al.'s MNIST challenge; `quick`: OT-CLA's convolutions with a wide layer in place of "
+             "the code); OT-CLA+Adv: `ot-cla-adv` (preset `paper`: the authors' train_ot.py settings); both at "
+             "Supplement A's training eps (0.3 MNIST, 0.03 CIFAR-10 and STL-10, 0.01 Tiny ImageNet).")
 
 
 for _ds in TABLE1_EPS:

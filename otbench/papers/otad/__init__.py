@@ -1,6 +1,7 @@
 """OTAD (papers/otad.txt): its MNIST tables I-III and XII and the adaptive and worst-case tables that extend
 them (mnist.py), the analyses of Tables IV, XIII, XIV and Fig. 2 (analyses.py), the regression Table V
-(regression.py) and OTAD-T's Tables VI-XII (otad_t.py), beside the published values in values.csv."""
+(regression.py), OTAD-T's Tables VI-XII (otad_t.py) and `baselines-strongest` (strongest.py), beside the
+published values in values.csv."""
 from importlib.resources import files
 
 from otbench.report.leaderboard import register_reference_attack
@@ -10,4 +11,4 @@ register_paper_values("otad", files(__name__).joinpath("values.csv"))
 # the leaderboard's "paper attack" column on MNIST under L2: Table III's Square (2000 queries, the authors' schedule)
 register_reference_attack("mnist", "L2", "square", {}, "Square (OTAD Table III)")
 
-from . import analyses, mnist, otad_t, regression  # noqa: E402,F401  (register the tables)
+from . import analyses, mnist, otad_t, regression, strongest  # noqa: E402,F401  (register the tables)
