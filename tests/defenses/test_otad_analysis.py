@@ -61,7 +61,7 @@ def test_lipschitz_radius_matters_for_a_nonlinear_map():
 
 def test_otad_pipeline_on_merfish_shaped_data(tmp_path, monkeypatch):
     """Table IV's pipeline end to end on synthetic data of MERFISH's shape: 4-block FC ResNet, OTAD, BPDA+PGD
-    at eps 1 through run_cell; and the RE analysis on the same defense."""
+    at eps 1 through the run plan (evaluate_cell); and the RE analysis on the same defense."""
     x, y = _merfish_like(1)
     np.savez(tmp_path / "m.npz", x=x, y=y)
     monkeypatch.setenv(syn.MERFISH_ENV, str(tmp_path / "m.npz"))
