@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import config_hash, merge
+from ..attacks.base import GRADIENT_NEEDS
 from ..registry import ATTACKS, DEFENSES, TABLES
 from ..runner import worst_case
 from ..store import ResultStore
@@ -18,6 +19,23 @@ from ..curves import is_minimum_norm
 
 # a stored flag of these codes marks a leaderboard row with this text
 FLAG_MARKS = {"gradient-free-beats-gradient": "gradient attacks unreliable"}
+# What an attack needs from the defense, by class. A row ranks with the others only once it has faced an attack
+# of every class that applies to its defense (Carlini et al. 2019, "On evaluating adversarial robustness": a
+# gradient-free attack beside the gradient ones; gradient attacks wherever the defense offers gradients or a
+# surrogate); otherwise its number is an upper bound from a partial battery, and it ranks below the complete rows.
+GRADIENT_FREE = ("scores", "labels")
+
+
+def battery_gaps(defense: str, needs: list[str]) -> list[str]:
+    """The attack classes missing from a row's battery (`needs`: what each of its attacks needs), as marks."""
+    gaps = []
+    if not any(n in GRADIENT_FREE for n in needs):
+        gaps.append("partial battery: no gradient-free attack")
+    cls = DEFENSES.get(defense) if defense in DEFENSES else None
+    offers = cls is None or cls.differentiable or cls.piecewise_differentiable or cls.surrogate_description is not None
+    if offers and not any(n in GRADIENT_NEEDS for n in needs):
+        gaps.append("partial battery: no gradient attack")
+    return gaps
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,12 @@ class Entry:
     marks: list[str]
     cells: list[AttackCell] = field(default_factory=list)
     rank: int = 0
+    gaps: list[str] = field(default_factory=list)  # battery_gaps: empty for a row that faced every attack class
+
+    @property
+    def rank_key(self) -> tuple:
+        """Complete batteries first, then best-known robust accuracy, then clean accuracy."""
+        return (bool(self.gaps), -self.robust, -self.clean, self.label)
 
 
 @dataclass
@@ -219,11 +243,12 @@ def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
             ref = reference_attack(group.dataset, norm)
             ref_cell = _reference_cell(ref, at, cells) if ref else None
             flags = [f for f in stored_flags if set(f["cells"]) & set(ids)]
-            marks = sorted({FLAG_MARKS[f["code"]] for f in flags if f["code"] in FLAG_MARKS})
+            gaps = battery_gaps(group.defense, [a.needs for a in cells])
+            marks = sorted({FLAG_MARKS[f["code"]] for f in flags if f["code"] in FLAG_MARKS}) + gaps
             out.append(Entry(group.key, group.defense, group.preset, group.label, group.dataset, norm, eps, wc["n"],
                              wc["clean_accuracy"], wc["robust_accuracy"], best.label, ref_cell,
                              ref.label if ref else None, _sum(a.queries for a in cells),
-                             _sum(a.seconds for a in cells), flags, marks, cells))
+                             _sum(a.seconds for a in cells), flags, marks, cells, gaps=gaps))
     return out
 
 
@@ -244,8 +269,8 @@ def _reference_cell(ref: ReferenceAttack, stored: list[dict], cells: list[Attack
 
 
 def leaderboards(store: ResultStore) -> tuple[list[Board], list[DefenseGroup], dict[str, list[Entry]]]:
-    """Every board (dataset, norm, eps) with its entries ranked by best-known robust accuracy (then clean accuracy),
-    the defense groups, and each group's entries."""
+    """Every board (dataset, norm, eps) with its entries ranked: rows with a complete battery first (battery_gaps),
+    then by best-known robust accuracy, then clean accuracy; the defense groups, and each group's entries."""
     groups = defense_groups(store)
     by_group = {g.key: group_entries(store, g) for g in groups}
     boards: dict[tuple, list[Entry]] = {}
@@ -254,7 +279,7 @@ def leaderboards(store: ResultStore) -> tuple[list[Board], list[DefenseGroup], d
             boards.setdefault((e.dataset, e.norm, e.eps), []).append(e)
     out = []
     for (dataset, norm, eps), entries in sorted(boards.items()):
-        entries.sort(key=lambda e: (-e.robust, -e.clean, e.label))
+        entries.sort(key=lambda e: e.rank_key)
         for i, e in enumerate(entries, 1):
             e.rank = i
         out.append(Board(dataset, norm, eps, entries))

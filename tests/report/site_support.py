@@ -79,5 +79,17 @@ def expected_board(path, eps: float) -> list[tuple[str, float, float, int]]:
 
         rob = 100 * sum(all(robust(c, s) for c in mine) for s in common) / len(common)
         clean = 100 * sum(mine[0]["rows"][s][0] == mine[0]["rows"][s][1] for s in common) / len(common)
-        out.append((defense, rob, clean, len(common)))
-    return sorted(out, key=lambda t: (-t[1], -t[2], t[0]))
+        out.append((defense, rob, clean, len(common), _partial(defense, [c["attack"] for c in mine])))
+    # rows that have not faced both a gradient-free and (where the defense offers gradients or a surrogate) a
+    # gradient attack rank after the complete ones
+    return [t[:4] for t in sorted(out, key=lambda t: (t[4], -t[1], -t[2], t[0]))]
+
+
+def _partial(defense: str, attacks: list[str]) -> bool:
+    from otbench.registry import ATTACKS, DEFENSES
+
+    needs = {ATTACKS.get(a).needs for a in attacks}
+    cls = DEFENSES.get(defense)
+    gradients = cls.differentiable or cls.piecewise_differentiable or cls.surrogate_description is not None
+    return not needs & {"scores", "labels"} or (gradients and not needs & {"gradients", "surrogate-gradients",
+                                                                            "piecewise-gradients"})

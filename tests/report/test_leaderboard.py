@@ -87,7 +87,11 @@ def test_reference_attack_and_flags_are_shown_beside_the_best_known_number(leade
             assert e.reference.n == len(rows) and e.reference_label == "Square (test)"
             assert e.reference.robust == pytest.approx(sum(lab == c == a for lab, c, a, _ in rows) / len(rows))
             marked = e.defense == "standard" and e.eps == 2.0
-            assert e.marks == (["gradient attacks unreliable"] if marked else [])
+            flagged = [m for m in e.marks if not m.startswith("partial battery")]
+            assert flagged == (["gradient attacks unreliable"] if marked else [])
+            # knn (BPDA surrogate declared) faced Square and the label-only search only: no gradient attack
+            partial = ["partial battery: no gradient attack"] if e.defense == "knn" else []
+            assert e.gaps == partial and e.marks[len(flagged):] == partial
     store.close()
 
 
