@@ -63,3 +63,18 @@ def area(dist: dict[int, float], bound: float) -> float:
     if bound <= 0 or not dist:
         return math.nan
     return sum(min(d, bound) for d in dist.values()) / (len(dist) * bound)
+
+
+def bounded_worst_curve(cells: Sequence[tuple[dict[int, float], float]], grid: Iterable[float]) -> list[float | None]:
+    """The per-sample worst case over minimum-norm cells (distances, largest budget searched) at each budget e of
+    `grid`, on the samples every cell holds: the smallest distance over the cells that searched up to e at least
+    (a cell says nothing beyond its bound); None where no cell did."""
+    common = set.intersection(*(set(d) for d, _ in cells)) if cells else set()
+    out: list[float | None] = []
+    for e in grid:
+        known = [d for d, bound in cells if bound >= e - 1e-12]
+        if not known or not common:
+            out.append(None)
+            continue
+        out.append(sum(min(d[i] for d in known) > e for i in common) / len(common))
+    return out

@@ -1,7 +1,7 @@
 """The leaderboard's numbers, read from the results store: for each dataset, threat model (norm) and budget, every
 defense (a registered name at a preset with its exact settings) ranked by its best-known robust accuracy, the
 per-sample worst case over every attack stored for it at that budget, on the samples they share
-(`runner.worst_case`). Minimum-norm cells (otbench/curves.py) count at every budget. Beside it: the attack that set the
+(`runner.worst_case`). Minimum-norm cells (otbench/curves.py) count at every budget up to the one they searched. Beside it: the attack that set the
 number, the reference attack of the dataset's paper table (declared by the paper package through
 `register_reference_attack`; the core names none), n, the queries and seconds it took, and the stored flags."""
 from __future__ import annotations
@@ -226,8 +226,9 @@ def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
     stored_flags = store.flags([c["cell_id"] for c in group.cells])
     out = []
     for norm in sorted(set(fixed) | set(minimum)):
-        mins = minimum.get(norm, [])
-        for eps in sorted({c["eps"] for c in fixed.get(norm, []) + mins if c["eps"] > 0}):
+        for eps in sorted({c["eps"] for c in fixed.get(norm, []) + minimum.get(norm, []) if c["eps"] > 0}):
+            # a minimum-norm cell says nothing beyond the largest budget it searched (its eps)
+            mins = [c for c in minimum.get(norm, []) if c["eps"] >= eps - 1e-12]
             at = [c for c in fixed.get(norm, []) if abs(c["eps"] - eps) < 1e-12] + mins
             ids = [c["cell_id"] for c in at]
             wc = worst_case(store, ids, None, {c["cell_id"]: eps for c in mins})

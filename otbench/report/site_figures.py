@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..store import ResultStore
-from ..curves import area, curve, smallest_distances
+from ..curves import area, bounded_worst_curve, curve, smallest_distances
 from .leaderboard import DefenseGroup, Entry
 
 
@@ -23,17 +23,20 @@ def defense_curves(store: ResultStore, group: DefenseGroup, entries: list[Entry]
     fig, axes = plt.subplots(1, len(norms), figsize=(9.5 * len(norms), 4.2), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         mine = sorted((e for e in entries if e.norm == norm), key=lambda e: e.eps)
-        minimum = {a.cell_id: a.label for e in mine for a in e.cells if a.minimum_norm}
-        top = max(e.eps for e in mine) * 1.25
+        # minimum-norm cells: label and the largest budget each searched (its curve stops there)
+        minimum = {a.cell_id: (a.label, max(e.eps for e in mine if a in e.cells)) for e in mine for a in e.cells
+                   if a.minimum_norm}
+        top = max(e.eps for e in mine) * 1.05
         if minimum:
             grid = [top * i / 200 for i in range(201)]
-            for i, (cell_id, label) in enumerate(sorted(minimum.items(), key=lambda kv: kv[1])):
-                d = smallest_distances(store, [cell_id])
-                ax.plot(grid, [100 * r for r in curve(d, grid)], color=f"C{i % 10}", lw=1.2,
-                        label=f"{label} (n={len(d)}, area {area(d, top):.2f})")
-            d = smallest_distances(store, list(minimum))
-            ax.plot(grid, [100 * r for r in curve(d, grid)], color="black", lw=2.2,
-                    label=f"worst case of the minimum-norm attacks (n={len(d)})")
+            dists = {cell_id: smallest_distances(store, [cell_id]) for cell_id in minimum}
+            for i, (cell_id, (label, bound)) in enumerate(sorted(minimum.items(), key=lambda kv: kv[1])):
+                d, upto = dists[cell_id], [e for e in grid if e <= bound] + [bound]
+                ax.plot(upto, [100 * r for r in curve(d, upto)], color=f"C{i % 10}", lw=1.2,
+                        label=f"{label} up to eps {bound:g} (n={len(d)}, area {area(d, bound):.2f})")
+            worst = bounded_worst_curve([(dists[c], bound) for c, (_, bound) in minimum.items()], grid)
+            ax.plot(grid, [None if r is None else 100 * r for r in worst], color="black", lw=2.2,
+                    label="worst case of the minimum-norm attacks that searched each eps")
         else:  # fixed budgets: one series per attack, its points joined only where it was measured
             labels = sorted({a.label for e in mine for a in e.cells})
             palette = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")  # no two series share a colour

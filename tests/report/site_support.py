@@ -13,7 +13,7 @@ from otbench.attacks import Attack, AttackOutput
 from otbench.registry import ATTACKS
 
 FIXED_EPS = (1.0, 2.0)
-MIN_NORM_EPS = 1.5  # the budget the minimum-norm cell is stored under; it is read at every budget
+MIN_NORM_EPS = 1.5  # the budget the minimum-norm cell searched up to; it is read at every budget up to it
 N = 20
 
 
@@ -69,7 +69,7 @@ def expected_board(path, eps: float) -> list[tuple[str, float, float, int]]:
     cells = [c for c in raw_cells(path) if c["defense"] != "undefended"]
     for defense in sorted({c["defense"] for c in cells}):
         mine = [c for c in cells if c["defense"] == defense and
-                (c["attack"] == "toward-other-class" or abs(c["eps"] - eps) < 1e-12)]
+                ((c["attack"] == "toward-other-class" and c["eps"] >= eps) or abs(c["eps"] - eps) < 1e-12)]
         common = set.intersection(*(set(c["rows"]) for c in mine))
 
         def robust(c, s):

@@ -151,3 +151,16 @@ def test_a_v1_database_is_read_through_a_migrated_copy_and_left_as_it_was(tmp_pa
     assert main(["report", "--html", str(tmp_path / "site"), "--results", str(v1), "--tables", "otad-table-3",
                  "--quiet"]) == 0
     assert _digest(v1) == before and (tmp_path / "site" / "index.html").exists()
+
+
+def test_a_worst_case_curve_reads_each_minimum_norm_cell_only_up_to_the_budget_it_searched():
+    """A cell that searched up to eps 2 says nothing at 2.5: beyond its bound the worst case is over the others,
+    and beyond every bound it is unknown (None), never a flat line."""
+    import math
+
+    from otbench.curves import bounded_worst_curve
+
+    upto_2 = {0: 0.5, 1: math.inf, 2: math.inf}
+    upto_3 = {0: math.inf, 1: 1.0, 2: math.inf}
+    got = bounded_worst_curve([(upto_2, 2.0), (upto_3, 3.0)], [0.25, 1.5, 2.0, 2.5, 3.5])
+    assert got == [1.0, pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(2 / 3), None]
