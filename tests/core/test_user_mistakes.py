@@ -169,7 +169,7 @@ MISTAKES = [
     ("train epochs zero", ["train", "--defense", "standard", "--set", "train.epochs=0"], "at least 1"),
     ("train regression mismatch", ["train", "--defense", "regressor"], "is a regression defense"),
     ("train device", ["train", "--defense", "standard", "--device", "tpu"], "unknown device 'tpu'"),
-    ("report preset typo", ["report", "--preset", "papr"], "unknown --preset 'papr'; valid: paper, paper-v1, quick"),
+    ("report preset typo", ["report", "--preset", "papr"], "unknown --preset 'papr'; valid: cpu, paper, paper-v1, quick, reference-code"),
     ("report fallback typo", ["report", "--fallback", "paper-v1,qick"], "unknown --fallback 'qick'"),
     ("report table typo", ["report", "--tables", "otad-tabel-3"], "Did you mean 'otad-table-3'?"),
     ("report results text", ["report", "--tables", "otad-table-3", "--results", "{text}"], "is not an SQLite file"),
