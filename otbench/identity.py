@@ -20,3 +20,16 @@ def cell_key(defense: dict[str, Any], attack: str, attack_config: dict[str, Any]
     """The cell id: a hash of the defense identity and everything else that determines the cell's numbers."""
     return config_hash({"defense": defense, "attack": attack, "attack_config": attack_config, "eps": eps,
                         "seed": seed, "subset_seed": subset_seed, "chunk_size": chunk_size}, 24)
+
+
+# What a training record says of the run rather than of the network: left out when two records are compared.
+_RUN_KEYS = ("train_seconds", "device", "threads")
+
+
+def network_signature(record: Any) -> Any:
+    """A training record without the keys that describe the run (time, device, threads): what remains (test
+    accuracy, losses, errors measured on fixed data) is a function of the trained weights. A cell's key holds the
+    settings, not the weights, so two cells under one key from different networks differ here."""
+    if isinstance(record, dict):
+        return {k: network_signature(v) for k, v in record.items() if k not in _RUN_KEYS}
+    return record

@@ -18,7 +18,7 @@ from .data import Dataset, EvalSubset
 from .defense import Defense, check_finite_outputs, check_task
 from .errors import OTBenchError
 from .guard import check_threat_model
-from .identity import cell_key
+from .identity import cell_key, network_signature
 from .metrics import regression_metrics
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
@@ -428,18 +428,6 @@ def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | N
     clean = sum(per_attack[0][i].clean_correct for i in common) if per_attack else 0
     return {"n": len(common), "robust_accuracy": worst / max(len(common), 1),
             "clean_accuracy": clean / max(len(common), 1), "per_cell": per_cell}
-
-
-# What a training record says of the run rather than of the network: left out when two records are compared.
-_RUN_KEYS = ("train_seconds", "device", "threads")
-
-
-def network_signature(record: Any) -> Any:
-    """A training record without the keys that describe the run (time, device, threads): what remains (test
-    accuracy, losses, errors measured on fixed data) is a function of the trained weights."""
-    if isinstance(record, dict):
-        return {k: network_signature(v) for k, v in record.items() if k not in _RUN_KEYS}
-    return record
 
 
 def check_same_network(store: ResultStore, cell_id: str, defense: Defense, attack: Attack) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from .config import config_hash
 from .errors import OTBenchError
 from .files import file_kind
+from .identity import network_signature
 from .migrations import SCHEMA_VERSION, migrate
 
 RESULTS_ENV = "OTBENCH_RESULTS"
@@ -465,6 +466,7 @@ class ResultStore:
         self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
         counts = {}
         try:
+            self._check_same_networks()
             with self.db:
                 tables = {r[0] for r in self.db.execute("SELECT name FROM other.sqlite_master WHERE type='table'")}
                 for table in ("cells", "samples", "chunks", "outputs", "flags", "analyses"):
@@ -482,6 +484,24 @@ class ResultStore:
         finally:
             self.db.execute("DETACH DATABASE other")
         return counts
+
+    def _check_same_networks(self) -> None:
+        """Refuse, before anything is copied, a source whose cells share a key with cells here but came from
+        another trained network (retrained on another CPU model or thread count): their rows would be mixed into
+        one number. Nothing is merged then."""
+        clash = []
+        for cell_id, mine, theirs in self.db.execute(
+                "SELECT c.cell_id, c.defense_config, o.defense_config FROM cells c JOIN other.cells o "
+                "ON c.cell_id = o.cell_id WHERE c.defense_config != o.defense_config"):
+            a, b = json.loads(mine).get("trained"), json.loads(theirs).get("trained")
+            if network_signature(a) != network_signature(b):
+                clash.append(cell_id)
+        if clash:
+            (cell,) = self.cells(cell_id=clash[0])
+            raise OTBenchError(f"{len(clash)} cell(s) of the source are stored here under the same key from another "
+                               f"trained network (e.g. {cell['defense']}/{cell['attack']} eps={cell['eps']:g}, cell "
+                               f"{clash[0]}): merging would mix two models in one number; nothing was merged. Drop "
+                               f"those cells from one side, or keep the results files apart")
 
     # -- analyses ----------------------------------------------------------------------------------
     @staticmethod

@@ -92,6 +92,36 @@ def test_a_cell_is_never_extended_with_another_network(standard, tmp_path):
     store.close()
 
 
+def test_a_merge_never_mixes_two_networks_in_one_cell(standard, tmp_path):
+    """`otbench merge` of a database whose cell shares a key with one here but came from another trained network
+    (another CPU model: the same settings, other weights) is refused whole; another run of the same network
+    (other threads, other seconds) merges."""
+    import json
+
+    from otbench.errors import OTBenchError
+
+    data = standard.data
+    with ResultStore(tmp_path / "here.sqlite") as here:
+        evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 4, seed=0), here)
+    for name, change, merges in (("rerun", {"threads": 9, "train_seconds": 1.0}, True),
+                                 ("other-net", {"test_accuracy": 0.123}, False)):
+        with ResultStore(tmp_path / f"{name}.sqlite") as there:
+            evaluate_cell(standard, "none", 0.0, eval_subset(len(data.x_test), 6 if merges else 8, seed=0), there)
+            (cell,) = there.cells()
+            cfg = {**cell["defense_config"], "trained": {**cell["defense_config"]["trained"], **change}}
+            there.db.execute("UPDATE cells SET defense_config = ? WHERE cell_id = ?", (json.dumps(cfg), cell["cell_id"]))
+            there.db.commit()
+        with ResultStore(tmp_path / "here.sqlite") as here:
+            before = len(here.rows(cell["cell_id"]))
+            if merges:
+                here.merge_from(tmp_path / f"{name}.sqlite")
+                assert len(here.rows(cell["cell_id"])) == 6
+            else:
+                with pytest.raises(OTBenchError, match="from another trained network"):
+                    here.merge_from(tmp_path / f"{name}.sqlite")
+                assert len(here.rows(cell["cell_id"])) == before
+
+
 def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
     from otbench.runner import worst_case
 
