@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import OTBenchError
 
@@ -71,7 +70,3 @@ class ExecutorOptions:
     def describe(self) -> str:
         return (f"executor {self.name}" + (f", {self.workers} workers" if self.workers else "")
                 + (f" at {self.ray_address}" if self.ray_address else ""))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"executor": self.name, "workers": self.workers, "ray_address": self.ray_address,
-                "gpus_per_worker": self.gpus_per_worker, "threads": self.threads}

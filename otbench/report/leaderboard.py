@@ -205,16 +205,14 @@ def _budget_cells(cells: list[dict[str, Any]]) -> tuple[dict[str, list[dict]], d
     return fixed, minimum
 
 
-def _cost(store: ResultStore, cell_id: str) -> tuple[float | None, float | None]:
+def _cost(store: ResultStore, cell_id: str, rows: list) -> tuple[float | None, float | None]:
     """Mean defense queries per clean-correct sample (where the attack counts them) and wall seconds per sample."""
-    rows = store.rows(cell_id)
     spent = [r.queries for r in rows if r.clean_correct and r.queries is not None]
     seconds = sum(c["wall_seconds"] for c in store.chunk_records(cell_id)) / max(len(rows), 1)
     return (sum(spent) / len(spent) if spent else None), seconds
 
 
-def _own(store: ResultStore, cell: dict[str, Any], eps: float) -> tuple[int, float, float]:
-    rows = store.rows(cell["cell_id"])
+def _own(cell: dict[str, Any], rows: list, eps: float) -> tuple[int, float, float]:
     robust = [r.robust_at(eps) if is_minimum_norm(cell["attack"]) else r.robust for r in rows]
     n = max(len(rows), 1)
     return len(rows), sum(r.clean_correct for r in rows) / n, sum(robust) / n
@@ -224,6 +222,7 @@ def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
     """The group's leaderboard rows, one per (norm, eps) it has attack cells at."""
     fixed, minimum = _budget_cells(group.cells)
     stored_flags = store.flags([c["cell_id"] for c in group.cells])
+    rows_of: dict[str, list] = {}  # each cell's rows read once, however many budgets read them
     out = []
     for norm in sorted(set(fixed) | set(minimum)):
         for eps in sorted({c["eps"] for c in fixed.get(norm, []) + minimum.get(norm, []) if c["eps"] > 0}):
@@ -234,8 +233,11 @@ def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
             wc = worst_case(store, ids, None, {c["cell_id"]: eps for c in mins})
             cells = []
             for c in at:
-                n, clean, robust = _own(store, c, eps)
-                queries, seconds = _cost(store, c["cell_id"])
+                if c["cell_id"] not in rows_of:
+                    rows_of[c["cell_id"]] = store.rows(c["cell_id"])
+                rows = rows_of[c["cell_id"]]
+                n, clean, robust = _own(c, rows, eps)
+                queries, seconds = _cost(store, c["cell_id"], rows)
                 cls = ATTACKS.get(c["attack"]) if c["attack"] in ATTACKS else None
                 cells.append(AttackCell(c["cell_id"], c["attack"], attack_label(c), cls.needs if cls else "?",
                                         is_minimum_norm(c["attack"]), eps, n, clean, robust,
