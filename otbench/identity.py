@@ -33,3 +33,11 @@ def network_signature(record: Any) -> Any:
     if isinstance(record, dict):
         return {k: network_signature(v) for k, v in record.items() if k not in _RUN_KEYS}
     return record
+
+
+def cell_network(cell: dict[str, Any]) -> str:
+    """The trained network a stored cell's rows came from, as comparable text ("" when the defense trains
+    nothing): cells under different networks must never be combined into one number."""
+    import json
+
+    return json.dumps(network_signature(cell["defense_config"].get("trained")), sort_keys=True, default=str)

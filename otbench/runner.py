@@ -18,7 +18,7 @@ from .data import Dataset, EvalSubset
 from .defense import Defense, check_finite_outputs, check_task
 from .errors import OTBenchError
 from .guard import check_threat_model
-from .identity import cell_key, network_signature
+from .identity import cell_key, cell_network, network_signature
 from .metrics import regression_metrics
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
@@ -415,6 +415,7 @@ def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | N
     if metric not in ("robust", "clean"):
         raise ValueError(f"worst case of '{metric}': robust or clean")
     within = within or {}
+    check_one_network(store, cell_ids)
     per_attack = [{r.sample_id: r for r in store.rows(c, ids)} for c in cell_ids]
     common = set.intersection(*(set(p) for p in per_attack)) if per_attack else set()
 
@@ -428,6 +429,19 @@ def worst_case(store: ResultStore, cell_ids: list[str], ids: tuple[int, ...] | N
     clean = sum(per_attack[0][i].clean_correct for i in common) if per_attack else 0
     return {"n": len(common), "robust_accuracy": worst / max(len(common), 1),
             "clean_accuracy": clean / max(len(common), 1), "per_cell": per_cell}
+
+
+class MixedNetworks(OTBenchError):
+    """Cells whose rows came from different trained networks (same settings, another CPU or thread count)."""
+
+
+def check_one_network(store: ResultStore, cell_ids: list[str]) -> None:
+    """Refuse a per-sample worst case over cells computed with different trained networks: sample i robust under
+    attack A on one network and under B on another says nothing of either network."""
+    networks = {cell_network(c) for i in dict.fromkeys(cell_ids) for c in store.cells(cell_id=i)}
+    if len(networks) > 1:
+        raise MixedNetworks(f"the cells {', '.join(cell_ids)} were computed with {len(networks)} different trained "
+                            f"networks ({'; '.join(sorted(n[:80] for n in networks))}): no worst case across them")
 
 
 def check_same_network(store: ResultStore, cell_id: str, defense: Defense, attack: Attack) -> None:

@@ -11,7 +11,7 @@ from ..config import merge
 from ..defense import build_config
 from ..metrics import regression_metrics
 from ..registry import ATTACKS, DEFENSES
-from ..runner import worst_case
+from ..runner import MixedNetworks, worst_case
 from ..store import ResultStore
 from .paper import paper_value
 from .layout import REGRESSION_METRICS, Column, Row, column_config, row_attack
@@ -30,7 +30,7 @@ class Cell:
     paper: float | None
     n: int
     cell_id: str | None
-    status: str  # "measured", "not run", "not available"
+    status: str  # "measured", "not run", "not available", "mixed networks" (worst case over two networks)
     preset: str = ""  # the preset the cell was found at
     fallback: bool = False  # its row had no result at the table's preset and was taken from a smaller one
 
@@ -130,7 +130,11 @@ def _worst_cell(store: ResultStore, spec: TableSpec, row: Row, column: Column, p
                        attack_overrides=cfg), preset) for a, cfg in worst_parts(row, column)]
     if any(f is None for f in found):
         return Cell(row, column, None, paper, 0, None, "not run", preset)
-    worst = worst_case(store, [f["cell_id"] for f in found], metric="clean" if column.metric == "clean" else "robust")
+    try:
+        worst = worst_case(store, [f["cell_id"] for f in found],
+                           metric="clean" if column.metric == "clean" else "robust")
+    except MixedNetworks:  # e.g. one attack's cell from a network retrained on another CPU: no honest minimum
+        return Cell(row, column, None, paper, 0, None, "mixed networks", preset)
     return Cell(row, column, 100.0 * worst["robust_accuracy"], paper, worst["n"], None, "measured", preset)
 
 

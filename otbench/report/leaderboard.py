@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import config_hash, merge
 from ..attacks.base import GRADIENT_NEEDS
+from ..identity import cell_network, network_signature
 from ..registry import ATTACKS, DEFENSES, TABLES
 from ..runner import worst_case
 from ..store import ResultStore
@@ -146,13 +147,26 @@ def defense_groups(store: ResultStore) -> list[DefenseGroup]:
             continue
         cfg = cell["defense_config"]
         ident = {"defense": cfg.get("defense"), "train": cfg.get("train")}
-        key = (cell["dataset"], cell["defense"], cell["preset"], json.dumps(ident, sort_keys=True, default=str))
+        # one row per trained network: equal settings retrained on another CPU are another model (cell_network)
+        key = (cell["dataset"], cell["defense"], cell["preset"], json.dumps(ident, sort_keys=True, default=str),
+               cell_network(cell))
         if key not in groups:
             slug = f"{cell['dataset']}-{cell['defense']}-{cell['preset']}-{config_hash(ident, 8)}"
-            groups[key] = DefenseGroup(slug, cell["dataset"], cell["defense"], cell["preset"],
-                                       defense_label(cell["defense"], cell["preset"], ident), cfg, [])
+            label = defense_label(cell["defense"], cell["preset"], ident)
+            if any(k[:4] == key[:4] for k in groups):  # a second network under the same settings
+                slug += f"-net-{config_hash(key[4], 6)}"
+                label += f" [another network: {_network_text(cfg.get('trained'))}]"
+            groups[key] = DefenseGroup(slug, cell["dataset"], cell["defense"], cell["preset"], label, cfg, [])
         groups[key].cells.append(cell)
     return list(groups.values())
+
+
+def _network_text(record: Any) -> str:
+    """The training record's network-describing values, short: e.g. `test_accuracy 0.9831`."""
+    flat = network_signature(record)
+    if isinstance(flat, dict):
+        return ", ".join(f"{k} {v}" for k, v in sorted(flat.items()) if not isinstance(v, (dict, list)))[:80]
+    return str(flat)[:80]
 
 
 def _regression(defense: str) -> bool:

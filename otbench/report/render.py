@@ -167,8 +167,8 @@ def _grid(spec: TableSpec, cells: list[Cell]) -> list[list[str]]:
                 continue
             if c.status == "not available":
                 measured = "n/a"
-            elif c.status == "not run":
-                measured = "not run"
+            elif c.status in ("not run", "mixed networks"):
+                measured = c.status
             else:
                 measured = _fmt(c.measured, col)
             paper = _fmt(c.paper, col) if c.paper is not None else "–"

@@ -149,6 +149,46 @@ def test_worst_case_over_attacks_is_per_sample(standard, tmp_path):
     assert cell.status == "measured" and cell.n == 12 and cell.measured == pytest.approx(100 * expected)
 
 
+def test_no_worst_case_across_two_networks(standard, tmp_path):
+    """A per-sample worst case over cells from different trained networks (one cell computed on another CPU) is
+    no number of either network: `worst_case` refuses it, a report's worst column says "mixed networks", and the
+    leaderboard gives each network its own row. Another run of the same network (threads, seconds) still counts."""
+    import json
+
+    from otbench.report.leaderboard import defense_groups
+    from otbench.report.render import collect
+    from otbench.report.spec import Column, Row, TableSpec
+    from otbench.runner import MixedNetworks, worst_case
+
+    store = ResultStore(tmp_path / "m.sqlite")
+    subset = eval_subset(len(standard.data.x_test), 6, seed=2)
+    a = evaluate_cell(standard, "pgd", 1.0, subset, store, {"norm": "L2", "steps": 2}, progress=False)
+    b = evaluate_cell(standard, "square", 1.0, subset, store, {"n_queries": 10}, progress=False)
+    worst_col = Column("worst", "worst", 1.0, "worst", attacks=("pgd", "square"),
+                       attack_overrides={"pgd": {"norm": "L2", "steps": 2}, "square": {"n_queries": 10}})
+    spec = TableSpec("t", "t", "otad", "II/III", "mnist", (Row("net", "standard", None, {"train": dict(TINY_TRAIN)}),),
+                     (worst_col,))
+
+    def retrain_b(change):
+        (cell,) = store.cells(cell_id=b.cell_id)
+        cfg = {**cell["defense_config"], "trained": {**cell["defense_config"]["trained"], **change}}
+        store.db.execute("UPDATE cells SET defense_config = ? WHERE cell_id = ?", (json.dumps(cfg), b.cell_id))
+        store.db.commit()
+
+    retrain_b({"threads": 5, "train_seconds": 2.0})  # the same network, another run: one worst case, one row
+    assert worst_case(store, [a.cell_id, b.cell_id])["n"] == 6
+    assert collect(spec, store, "quick")[0].status == "measured" and len(defense_groups(store)) == 1
+    retrain_b({"test_accuracy": 0.5})  # another network under the same settings
+    with pytest.raises(MixedNetworks, match="2 different trained networks"):
+        worst_case(store, [a.cell_id, b.cell_id])
+    (cell,) = collect(spec, store, "quick")
+    assert (cell.status, cell.measured) == ("mixed networks", None)
+    groups = defense_groups(store)
+    assert sorted(len(g.cells) for g in groups) == [1, 1] and len({g.key for g in groups}) == 2
+    assert any("another network: test_accuracy 0.5" in g.label for g in groups)
+    store.close()
+
+
 def test_merge_copies_missing_cells_once(tmp_path):
     from otbench.cli import main
 
