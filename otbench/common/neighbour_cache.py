@@ -15,9 +15,15 @@ the triangle inequality from the root, (sqrt(root floor) - |x - root|)^2. Every 
 rigorous bound on |stored - true|: the float32 bound of the brute-force search plus the float64 rounding of
 every update since. ExactKNN uses these only to choose and certify candidates; they never decide an answer.
 
+The update reads, per row, its changed coordinates of its shortlisted points. Those come from a bank: a chain's
+shortlisted points transposed (d x shortlist float32), so one coordinate's values over the shortlist are one
+contiguous run. A bank is built (from the row-major points: shortlist rows of d contiguous values) the first
+time a row of the chain is a parent, and shared by the chain's rows after it; a gather from all N points per
+coordinate would instead miss the cache on every point (it cost more than the brute-force search it replaces).
+
 Memory: capacity x (shortlist x 16 + reserve x 8 + d x 8) bytes (1024 rows x (512 x 16 + 2048 x 8 + 784 x 8)
-= 30 MB) plus a transposed float32 copy of the training points (d x N x 4: 188 MB for MNIST), allocated on first
-use; least recently used rows are evicted.
+= 30 MB) plus banks x d x shortlist x 4 bytes (128 banks x 784 x 512 x 4 = 196 MiB for MNIST), allocated on first
+use; least recently used rows and banks are evicted (a row whose bank was evicted rebuilds one when used).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ def _gamma(n: int) -> float:
 
 class QueryCache:
     def __init__(self, points: torch.Tensor, capacity: int, shortlist: int, max_changed: int,
-                 max_chain: int, tiny: float, reserve: int = 2048) -> None:
+                 max_chain: int, tiny: float, reserve: int = 2048, banks: int = 128) -> None:
         self.points = points  # (N, d) float32, ExactKNN's
         self.capacity, self.max_changed, self.max_chain, self.tiny = capacity, max_changed, max_chain, tiny
         self.shortlist = min(shortlist, len(points))
@@ -41,19 +47,22 @@ class QueryCache:
         self.col_min = points.amin(0).double()  # the range of each coordinate over the training points
         self.col_max = points.amax(0).double()
         self.xmax = torch.maximum(self.col_max.abs(), self.col_min.abs())  # max_n |X[n, k]|
-        self.points_t = None  # (d, N) float32: the changed coordinates' columns, contiguous
+        self.n_banks = banks
+        self.banks: torch.Tensor | None = None  # (banks, d, shortlist) float32: a chain's points, transposed
         self.slots: dict[str, torch.Tensor] = {}  # per slot: see _allocate
         self.clock = 0
 
     def nbytes(self) -> int:
-        parts = [*self.slots.values()] + ([] if self.points_t is None else [self.points_t])
+        parts = [*self.slots.values()] + ([] if self.banks is None else [self.banks, self.bank_stamp, self.bank_gen])
         return sum(t.numel() * t.element_size() for t in parts)
 
     def _allocate(self) -> None:
         n, d = self.points.shape
         dev, c, s = self.points.device, self.capacity, self.shortlist
         f64, long = torch.float64, torch.long
-        self.points_t = self.points.T.contiguous()
+        self.banks = torch.zeros(self.n_banks, d, s, device=dev)
+        self.bank_stamp = torch.full((self.n_banks,), -1, dtype=long, device=dev)  # last use; -1: never
+        self.bank_gen = torch.zeros(self.n_banks, dtype=long, device=dev)  # bumped when a bank is rebuilt
         self.slots = {
             "row": torch.zeros(c, d, device=dev),  # the query (float32)
             "row_sq": torch.full((c,), float("inf"), device=dev),  # |row|^2 in float32, for the parent search
@@ -68,6 +77,9 @@ class QueryCache:
             "reserve": torch.zeros(c, self.reserve, dtype=long, device=dev),
             "reserve_floor": torch.zeros(c, dtype=f64, device=dev),
             "chain": torch.zeros(c, dtype=long, device=dev),  # updates since the root
+            # the bank holding the shortlist's coordinates (-1: none yet), valid while bank_gen[bank] == bank_gen
+            "bank": torch.full((c,), -1, dtype=long, device=dev),
+            "bank_gen": torch.zeros(c, dtype=long, device=dev),
             "stamp": torch.full((c,), -1, dtype=long, device=dev),  # last use; -1: empty slot
         }
 
@@ -95,48 +107,77 @@ class QueryCache:
 
     def advance(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """The entries of the rows x (b, d) derived from their parents' `slot` (b,): updated exactly over the
-        coordinates in `mask` (b, d), and within a bound over the others. Rows that change the same coordinates
-        (Square's windows are the same for the whole batch) share one gather of the training points' columns.
+        coordinates in `mask` (b, d), and within a bound over the others. Each row has its own changed
+        coordinates (a row's parent need not be the row its attack stepped from, and some attacks move each
+        sample's window elsewhere): they are gathered per row, padded to the batch's largest count with
+        coordinates that change nothing, so the whole batch is one update with no loop over rows.
 
         Square's L2 step rescales its whole perturbation to norm eps, which moves every perturbed pixel by
         a few ulps: such changes (<= `tiny`) go into the error bound, |(a-X)^2 - (b-X)^2| <= |a-b| (|a|+|b|+2|X|),
         instead of the update."""
-        cols = mask.any(0).nonzero().flatten()
-        if len(cols) > self.max_changed and len(x) > 1:  # different coordinates per row: one row at a time
-            parts = [self.advance(x[i:i + 1], slot[i:i + 1], mask[i:i + 1]) for i in range(len(x))]
-            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+        bank = self._bind(slot)
         p = {key: t[slot] for key, t in self.slots.items() if key not in ("row_sq", "stamp")}
-        a, b = x[:, cols].double(), p["row"][:, cols].double()
-        delta = a - b  # zero outside each row's own changed coordinates
-        sq = (a * a + b * b).sum(1)
+        count = mask.sum(1)
+        width = max(int(count.max()), 1) if len(x) else 1
+        # each row's changed coordinates first, then unchanged ones as padding
+        cols = torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :width]
+        valid = torch.arange(width, device=x.device)[None, :] < count[:, None]
+        b = p["row"].gather(1, cols).double()
+        a = torch.where(valid, x.gather(1, cols).double(), b)  # padding: a = b, so it adds exactly zero
+        delta = a - b
+        sq = ((a * a + b * b) * valid).sum(1)
         c1 = (a * a - b * b).sum(1)
-        # X[shortlist, changed coordinates] (c, b, s): from the changed columns, copied whole (sequential reads;
-        # a gather from the row-major points would miss the cache on every point)
-        xs = self.points_t[cols][:, p["idx"]].double()
-        dots = torch.einsum("bc,cbs->bs", delta, xs)
+        # X[shortlist, changed coordinates] (b, width, s): contiguous runs of the rows' banks
+        xs = self.banks[bank.clamp(min=0)[:, None], cols]
+        for r in (bank < 0).nonzero().flatten().tolist():  # no bank free (more chains in one batch than banks)
+            xs[r] = self.points[p["idx"][r]][:, cols[r]].T
+        xs = xs.double()
+        dots = torch.bmm(delta[:, None, :], xs).squeeze(1)
         dist = p["dist"] + (c1[:, None] - 2 * dots)
-        # the changes left out (every coordinate outside cols: tiny or none), rounded up
-        rest = torch.ones(x.shape[1], dtype=torch.float64, device=x.device)
-        rest[cols] = 0
+        # the changes left out (every coordinate outside the row's mask: tiny or none), rounded up
         ar, br = x.double(), p["row"].double()
-        left = ((ar - br).abs() * (ar.abs() + br.abs() + 2 * self.xmax) * rest).sum(1)
+        left = ((ar - br).abs() * (ar.abs() + br.abs() + 2 * self.xmax) * ~mask).sum(1)
         left = left * (1 + 2 * _gamma(x.shape[1] + 4)) + 1e-300
         # Rounding of this update (a, b, X exact in float64): the sums of squares and the dot products are
-        # |cols|-term sums (gamma), delta, the scaling and the two additions each round once more, relative
+        # <= width-term sums (gamma), delta, the scaling and the two additions each round once more, relative
         # to magnitudes bounded by sq, 2 sum_k max|X_k| |delta_k| and the largest distance involved. A factor
         # 2 covers the bound's own rounding.
-        dot_max = 2 * (self.xmax[cols] * delta.abs()).sum(1)
+        xmax, lo, hi = self.xmax[cols], self.col_min[cols], self.col_max[cols]
+        dot_max = 2 * (xmax * delta.abs()).sum(1)
         big = dist.abs().amax(1) + p["dist"].abs().amax(1) + p["err"] + 1
-        step_err = _gamma(len(cols) + 4) * (sq + dot_max) + 3 * _U64 * (sq + dot_max + big)
+        step_err = _gamma(width + 4) * (sq + dot_max) + 3 * _U64 * (sq + dot_max + big)
         # The least this change can lower any point's squared distance: per coordinate, a^2 - b^2 - 2 X delta
-        # is linear in X, so its minimum over [min_n X[n, k], max_n X[n, k]] is at an end.
-        lowest = torch.minimum(a * a - b * b - 2 * self.col_min[cols] * delta,
-                               a * a - b * b - 2 * self.col_max[cols] * delta).sum(1)
+        # is linear in X, so its minimum over [min_n X[n, k], max_n X[n, k]] is at an end (padding: 0).
+        lowest = torch.minimum(a * a - b * b - 2 * lo * delta, a * a - b * b - 2 * hi * delta).sum(1)
         box = p["floor"] + lowest - step_err - left
         floor = torch.maximum(box, self.floor_from(p["root"], x, p["root_floor"]))
         return {"row": x, "root": p["root"], "idx": p["idx"], "dist": dist, "err": p["err"] + 2 * step_err + left,
                 "floor": floor, "root_floor": p["root_floor"], "reserve": p["reserve"],
-                "reserve_floor": p["reserve_floor"], "chain": p["chain"] + 1}
+                "reserve_floor": p["reserve_floor"], "chain": p["chain"] + 1, "bank": p["bank"],
+                "bank_gen": p["bank_gen"]}
+
+    def _bind(self, slot: torch.Tensor) -> torch.Tensor:
+        """The bank of each parent slot (b,), built where the slot has none (or its bank was rebuilt for another
+        chain since); -1 where every bank is in use by this batch."""
+        parents = slot.unique()
+        bank, gen = self.slots["bank"][parents], self.slots["bank_gen"][parents]
+        live = (bank >= 0) & (self.bank_gen[bank.clamp(min=0)] == gen)
+        self.bank_stamp[bank[live]] = self.clock  # in use by this batch: not evictable below
+        need = parents[~live]
+        free = (self.bank_stamp < self.clock).nonzero().flatten()
+        take = min(len(free), len(need))
+        if take:
+            chosen = free[self.bank_stamp[free].topk(take, largest=False).indices]
+            got = need[:take]
+            for i in range(0, take, 16):  # (16, s, d) at a time: the temporary stays small
+                rows = self.points[self.slots["idx"][got[i:i + 16]]]
+                self.banks[chosen[i:i + 16]] = rows.transpose(1, 2)
+            self.bank_gen[chosen] += 1
+            self.bank_stamp[chosen] = self.clock
+            self.slots["bank"][got], self.slots["bank_gen"][got] = chosen, self.bank_gen[chosen]
+        if take < len(need):
+            self.slots["bank"][need[take:]] = -1
+        return self.slots["bank"][slot]
 
     def floor_from(self, root: torch.Tensor, x: torch.Tensor, root_floor: torch.Tensor) -> torch.Tensor:
         """A lower bound on the true squared distance from x to every point whose true squared distance from
@@ -175,4 +216,4 @@ class QueryCache:
 
     def clear(self) -> None:
         """Forget every cached row and free the memory (the next insert allocates again)."""
-        self.points_t, self.slots, self.clock = None, {}, 0
+        self.banks, self.slots, self.clock = None, {}, 0

@@ -45,8 +45,11 @@ def incremental_search(enabled: bool) -> Iterator[None]:
 
 
 def _exact_sq(x64: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """The defining float64 squared distances: x64 (..., d) float64 against pts (..., m, d) -> (..., m)."""
-    return (x64[..., None, :] - pts.double()).pow(2).sum(-1)
+    """The defining float64 squared distances: x64 (..., d) float64 against pts (..., m, d) -> (..., m).
+    (p - x)^2 is (x - p)^2 exactly (negation is exact); squared in place to spare one temporary."""
+    diff = pts.double()
+    diff.sub_(x64[..., None, :])
+    return diff.mul_(diff).sum(-1)
 
 
 def _slack(kth: torch.Tensor, d: int) -> torch.Tensor:
@@ -56,18 +59,29 @@ def _slack(kth: torch.Tensor, d: int) -> torch.Tensor:
     return kth * 4 * _gamma(d + 2) + 1e-12
 
 
+def _new_chain(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The entries of rows that start a chain: no update yet, no bank yet (built when first used)."""
+    zeros = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    return {"chain": zeros, "bank": zeros - 1, "bank_gen": zeros}
+
+
 class ExactKNN:
     def __init__(self, points: torch.Tensor, margin: int = 16, block: int = 256, cache_rows: int | None = None,
+                 incremental_margin: int = 4,
                  shortlist: int = 512, max_changed: int | None = None, max_chain: int = 1024,
-                 tiny: float = 1e-4, reserve: int = 2048) -> None:
+                 tiny: float = 1e-4, reserve: int = 2048, banks: int = 128) -> None:
         self.points = points.flatten(1).float().contiguous()  # (N, d)
         self.sq_norms = self.points.double().pow(2).sum(1)
         self.sq_norms32 = self.sq_norms.float()
         self.margin, self.block = margin, block
+        # Candidates beyond k for a row derived from a cached one: its updated distances are float64 and off by
+        # `err` (tiny), not float32's bound, so a few suffice; near-ties fall to the whole shortlist ("wide")
+        self.incremental_margin = incremental_margin
         self.fallbacks = 0  # rows the certificate could not settle (for diagnostics)
         d = self.points.shape[1]
         self.cache = QueryCache(self.points, CACHE_ROWS if cache_rows is None else cache_rows, shortlist,
-                                max(1, d // 8) if max_changed is None else max_changed, max_chain, tiny, reserve)
+                                max(1, d // 8) if max_changed is None else max_changed, max_chain, tiny, reserve,
+                                banks)
         # rows answered incrementally / by the full search / by the full search after the incremental
         # certificate failed (a subset of full)
         self.counts: Counter[str] = Counter()
@@ -121,7 +135,7 @@ class ExactKNN:
     def _from_parents(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor, k: int):
         """The answers (b, k) of rows derived from cached parents, which of them are certified, and their
         cache entries."""
-        d, m = x.shape[1], k + self.margin
+        d, m = x.shape[1], k + self.incremental_margin
         entry = self.cache.advance(x, slot, mask)
         near, pos = entry["dist"].topk(m, dim=1, largest=False, sorted=True)
         got, kth = self._rerank(x, entry["idx"].gather(1, pos), k)
@@ -169,8 +183,7 @@ class ExactKNN:
         floor = torch.minimum(dist[:, s] * (1 - 4 * g), off) if s < cache.reserve else off
         top = dist[:, :s]
         return {"row": x, "root": x, "idx": far[:, :s].contiguous(), "dist": top, "err": 4 * g * top.amax(1) + 1e-300,
-                "floor": floor, "root_floor": floor, "reserve": far, "reserve_floor": off,
-                "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+                "floor": floor, "root_floor": floor, "reserve": far, "reserve_floor": off, **_new_chain(x)}
 
     def _root(self, x: torch.Tensor, approx: torch.Tensor, xn: torch.Tensor, bound: torch.Tensor) -> dict:
         """Cache entries starting a chain at rows searched by brute force: the shortlist of the points nearest
@@ -186,7 +199,7 @@ class ExactKNN:
         far_floor = dist[:, -1] - err if self.cache.reserve < n else inf
         return {"row": x, "root": x, "idx": near.T[:, :s].contiguous(), "dist": dist[:, :s].contiguous(),
                 "err": err, "floor": floor, "root_floor": floor, "reserve": near.T.contiguous(),
-                "reserve_floor": far_floor, "chain": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+                "reserve_floor": far_floor, **_new_chain(x)}
 
     def _search_block(self, x: torch.Tensor, k: int):
         """The indices (b, k), and the float32 ranking values (N, b) (|p|^2 - 2 <p, x>), |x|^2 in float64 (b,)

@@ -105,6 +105,44 @@ def test_a_dropped_coordinate_is_caught(monkeypatch):
     assert not all(torch.equal(w, g) for w, g in zip(want, got))
 
 
+@pytest.mark.parametrize("banks", [1, 2, 3])
+def test_fewer_banks_than_chains_give_the_same_indices(banks):
+    """Eight chains share `banks` banks of shortlisted coordinates: banks are evicted and rebuilt for other chains
+    (a row must never read a bank rebuilt since its chain bound it), and rows that find none free read the
+    points directly. Same answers as the search without the cache, and still mostly incremental."""
+    points = tied_points(400, 32, 0)
+    queries = walk(points[:8] + 0.01, 30, 2, 1)
+    args = {"margin": 4, "shortlist": 64, "max_changed": 8, "reserve": 256, "banks": banks}
+    want, _ = searches(points, queries, 5, False, **args)
+    got, knn = searches(points, queries, 5, True, **args)
+    assert all(torch.equal(w, g) for w, g in zip(want, got))
+    assert knn.counts["incremental"] > 0.5 * sum(len(q) for q in queries)
+    assert int(knn.cache.bank_gen.sum()) > banks  # banks were rebuilt for other chains
+
+
+def test_a_stale_bank_is_caught(monkeypatch):
+    """The generation check has teeth: binding a slot's bank without it (so a row reads the coordinates of
+    another chain's shortlist after its bank was rebuilt) gives other neighbours."""
+    def careless(self, slot):
+        parents = slot.unique()
+        bank = self.slots["bank"][parents]
+        need = parents[bank < 0]  # a bank rebuilt for another chain still counts as this slot's
+        free = torch.arange(self.n_banks)
+        for i, p in enumerate(need.tolist()):
+            b = free[(self.clock + i) % self.n_banks]
+            self.banks[b] = self.points[self.slots["idx"][p]].T
+            self.slots["bank"][p] = b
+        return self.slots["bank"][slot]
+
+    monkeypatch.setattr(QueryCache, "_bind", careless)
+    points = tied_points(400, 32, 0)
+    queries = walk(points[:8] + 0.01, 30, 2, 1)
+    args = {"margin": 4, "shortlist": 64, "max_changed": 8, "reserve": 256, "banks": 2}
+    want, _ = searches(points, queries, 5, False, **args)
+    got, _ = searches(points, queries, 5, True, **args)
+    assert not all(torch.equal(w, g) for w, g in zip(want, got))
+
+
 def _square_cell(defense, incremental: bool, path) -> tuple[list, list[torch.Tensor]]:
     """Square (100 queries) on 6 MNIST test samples through the runner, recording every neighbour search."""
     found: list[torch.Tensor] = []
