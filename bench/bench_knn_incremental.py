@@ -49,8 +49,8 @@ def run_mode(otad, incremental: bool, eps_list: list[float], subset, queries: in
     rows = [tuple(vars(r).values()) for cell in store.cells() for r in store.rows(cell["cell_id"])]
     return {"seconds": seconds, "queries": sum(r[-1] or 0 for r in rows), "rows": rows,
             "searched": searched["rows"], "knn_s": otad.timings["neighbours"],
-            "counts": {k: otad.knn.counts[k] - before.get(k, 0) for k in ("incremental", "full", "uncertified")},
-            "cache_mb": otad.knn.cache.nbytes() / 2 ** 20}
+            "counts": {k: otad.knn.counts[k] - before.get(k, 0) for k in ("incremental", "full", "uncertified", "rerooted")},
+            "cache_mb": otad.knn.nbytes() / 2 ** 20}
 
 
 def main() -> None:

@@ -47,8 +47,8 @@ def incremental_search(enabled: bool) -> Iterator[None]:
 def _exact_sq(x64: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     """The defining float64 squared distances: x64 (..., d) float64 against pts (..., m, d) -> (..., m).
     (p - x)^2 is (x - p)^2 exactly (negation is exact); squared in place to spare one temporary."""
-    diff = pts.double()
-    diff.sub_(x64[..., None, :])
+    diff, x = pts.double(), x64[..., None, :]
+    diff = diff.sub_(x) if torch.broadcast_shapes(diff.shape, x.shape) == diff.shape else diff - x
     return diff.mul_(diff).sum(-1)
 
 
@@ -86,6 +86,10 @@ class ExactKNN:
         # certificate failed (a subset of full)
         self.counts: Counter[str] = Counter()
 
+    def nbytes(self) -> int:
+        """Memory the incremental search holds beyond the points: the cache and its banks."""
+        return self.cache.nbytes()
+
     def search(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (B, k) of the k nearest points to each row of x, nearest first."""
         x = x.flatten(1)
@@ -108,7 +112,7 @@ class ExactKNN:
         slot, mask = cache.parents(x)
         rows = (slot >= 0).nonzero().flatten()
         full = (slot < 0).nonzero().flatten()
-        if len(rows) and m < cache.shortlist:
+        if len(rows) and max(m, k + self.incremental_margin) < cache.shortlist:
             got, ok, entry = self._from_parents(x[rows], slot[rows], mask[rows], k)
             self._keep(x[rows], idx, rows, got, ok, entry, mask[rows])
             fail = (~ok).nonzero().flatten()

@@ -143,6 +143,18 @@ def test_a_stale_bank_is_caught(monkeypatch):
     assert not all(torch.equal(w, g) for w, g in zip(want, got))
 
 
+def test_the_whole_set_fallback_follows_the_definition():
+    """`_exact_rows` (the float64 pass over every point, for rows whose certified band is too wide) returns the
+    first k by (float64 distance, index), for one row and for several."""
+    points = tied_points(300, 16, 3)
+    x = points[:3] + 0.125
+    knn = ExactKNN(points)
+    for rows in (x[:1], x):
+        want = torch.stack([torch.tensor(sorted(range(len(points)), key=lambda i: (
+            float(((r.double() - points[i].double()) ** 2).sum()), i))[:7]) for r in rows])
+        assert torch.equal(knn._exact_rows(rows, 7, chunk=64), want)
+
+
 def _square_cell(defense, incremental: bool, path) -> tuple[list, list[torch.Tensor]]:
     """Square (100 queries) on 6 MNIST test samples through the runner, recording every neighbour search."""
     found: list[torch.Tensor] = []
