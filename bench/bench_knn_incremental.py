@@ -50,7 +50,7 @@ def run_mode(otad, incremental: bool, eps_list: list[float], subset, queries: in
     return {"seconds": seconds, "queries": sum(r[-1] or 0 for r in rows), "rows": rows,
             "searched": searched["rows"], "knn_s": otad.timings["neighbours"],
             "counts": {k: otad.knn.counts[k] - before.get(k, 0) for k in ("incremental", "full", "uncertified", "rerooted")},
-            "cache_mb": otad.knn.nbytes() / 2 ** 20}
+            "cache_mb": otad.knn.cache.nbytes() / 2 ** 20}
 
 
 def main() -> None:

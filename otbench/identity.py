@@ -4,6 +4,7 @@ chunk size (chunk seeds derive from it). Changing what goes into a key orphans e
 here comes with a schema migration (otbench/migrations.py) that re-keys stored databases."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .config import config_hash
@@ -38,6 +39,16 @@ def network_signature(record: Any) -> Any:
 def cell_network(cell: dict[str, Any]) -> str:
     """The trained network a stored cell's rows came from, as comparable text ("" when the defense trains
     nothing): cells under different networks must never be combined into one number."""
-    import json
-
     return json.dumps(network_signature(cell["defense_config"].get("trained")), sort_keys=True, default=str)
+
+
+def network_summary(record: Any, width: int = 120) -> str:
+    """A training record's network-describing values in one short line, nested records flattened
+    (e.g. `classifier.test_accuracy 0.9831`): for messages and labels that tell two networks apart."""
+    def flat(value: Any, prefix: str) -> list[str]:
+        if isinstance(value, dict):
+            return [part for k, v in sorted(value.items()) for part in flat(v, f"{prefix}{k}.")]
+        return [f"{prefix[:-1]} {value}" if prefix else str(value)]
+
+    text = ", ".join(flat(network_signature(record), ""))
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -5,7 +5,6 @@ store the defense's clean and perturbed outputs beside the target, and summarise
 (otbench.metrics); their label columns are 0 and their robust flags mean nothing."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from .data import Dataset, EvalSubset
 from .defense import Defense, check_finite_outputs, check_task
 from .errors import OTBenchError
 from .guard import check_threat_model
-from .identity import cell_key, cell_network, network_signature
+from .identity import cell_key, cell_network, network_signature, network_summary
 from .metrics import regression_metrics
 from .provenance import command_line, device_name, machine, package_versions
 from .registry import ATTACKS
@@ -438,10 +437,11 @@ class MixedNetworks(OTBenchError):
 def check_one_network(store: ResultStore, cell_ids: list[str]) -> None:
     """Refuse a per-sample worst case over cells computed with different trained networks: sample i robust under
     attack A on one network and under B on another says nothing of either network."""
-    networks = {cell_network(c) for i in dict.fromkeys(cell_ids) for c in store.cells(cell_id=i)}
+    networks = {cell_network(c): c for i in dict.fromkeys(cell_ids) for c in store.cells(cell_id=i)}
     if len(networks) > 1:
+        seen = sorted(network_summary(c["defense_config"].get("trained"), 80) for c in networks.values())
         raise MixedNetworks(f"the cells {', '.join(cell_ids)} were computed with {len(networks)} different trained "
-                            f"networks ({'; '.join(sorted(n[:80] for n in networks))}): no worst case across them")
+                            f"networks ({'; '.join(seen)}): no worst case across them")
 
 
 def check_same_network(store: ResultStore, cell_id: str, defense: Defense, attack: Attack) -> None:
@@ -455,14 +455,9 @@ def check_same_network(store: ResultStore, cell_id: str, defense: Defense, attac
         return
     raise OTBenchError(
         f"{defense.name}/{attack.name} eps={attack.eps:g}: the stored cell was computed with another network "
-        f"({_record_summary(stored)}) than the one built here ({_record_summary(current)}), e.g. one trained on "
+        f"({network_summary(stored)}) than the one built here ({network_summary(current)}), e.g. one trained on "
         f"another CPU model or thread count; its rows cannot be extended. Use another --results file, or the "
         f"machine and --threads that trained it")
-
-
-def _record_summary(record: Any) -> str:
-    flat = json.dumps(network_signature(record), sort_keys=True)
-    return flat if len(flat) <= 120 else flat[:117] + "..."
 
 
 def _model_meta(defense: Defense) -> dict[str, Any]:

@@ -86,10 +86,6 @@ class ExactKNN:
         # certificate failed (a subset of full)
         self.counts: Counter[str] = Counter()
 
-    def nbytes(self) -> int:
-        """Memory the incremental search holds beyond the points: the cache and its banks."""
-        return self.cache.nbytes()
-
     def search(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (B, k) of the k nearest points to each row of x, nearest first."""
         x = x.flatten(1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import config_hash, merge
 from ..attacks.base import GRADIENT_NEEDS
-from ..identity import cell_network, network_signature
+from ..identity import cell_network, network_summary
 from ..registry import ATTACKS, DEFENSES, TABLES
 from ..runner import worst_case
 from ..store import ResultStore
@@ -155,18 +155,10 @@ def defense_groups(store: ResultStore) -> list[DefenseGroup]:
             label = defense_label(cell["defense"], cell["preset"], ident)
             if any(k[:4] == key[:4] for k in groups):  # a second network under the same settings
                 slug += f"-net-{config_hash(key[4], 6)}"
-                label += f" [another network: {_network_text(cfg.get('trained'))}]"
+                label += f" [another network: {network_summary(cfg.get('trained'), 80)}]"
             groups[key] = DefenseGroup(slug, cell["dataset"], cell["defense"], cell["preset"], label, cfg, [])
         groups[key].cells.append(cell)
     return list(groups.values())
-
-
-def _network_text(record: Any) -> str:
-    """The training record's network-describing values, short: e.g. `test_accuracy 0.9831`."""
-    flat = network_signature(record)
-    if isinstance(flat, dict):
-        return ", ".join(f"{k} {v}" for k, v in sorted(flat.items()) if not isinstance(v, (dict, list)))[:80]
-    return str(flat)[:80]
 
 
 def _regression(defense: str) -> bool:

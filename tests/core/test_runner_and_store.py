@@ -189,6 +189,17 @@ def test_no_worst_case_across_two_networks(standard, tmp_path):
     store.close()
 
 
+def test_a_network_summary_names_nested_records_and_leaves_out_the_run():
+    """Messages and leaderboard labels tell networks apart by what the record says of the weights, including the
+    nested records of multi-part defenses (a purifier's classifier), never by time, device or threads."""
+    from otbench.identity import network_summary
+
+    record = {"classifier": {"test_accuracy": 0.9831, "threads": 1}, "ape-gan": {"loss": 1.5}, "train_seconds": 9}
+    assert network_summary(record) == "ape-gan.loss 1.5, classifier.test_accuracy 0.9831"
+    assert network_summary({"test_accuracy": 0.5, "device": "cpu"}) == "test_accuracy 0.5"
+    assert len(network_summary({f"k{i}": i for i in range(100)}, 40)) == 40
+
+
 def test_merge_copies_missing_cells_once(tmp_path):
     from otbench.cli import main
 
