@@ -69,7 +69,8 @@ class ExactKNN:
     def __init__(self, points: torch.Tensor, margin: int = 16, block: int = 256, cache_rows: int | None = None,
                  incremental_margin: int = 4,
                  shortlist: int = 512, max_changed: int | None = None, max_chain: int = 1024,
-                 tiny: float = 1e-4, reserve: int = 2048, banks: int = 128) -> None:
+                 tiny: float = 1e-4, reserve: int = 2048, banks: int = 128, prefetch: int = 16,
+                 prefetch_room: float = 1.2) -> None:
         self.points = points.flatten(1).float().contiguous()  # (N, d)
         self.sq_norms = self.points.double().pow(2).sum(1)
         self.sq_norms32 = self.sq_norms.float()
@@ -77,6 +78,9 @@ class ExactKNN:
         # Candidates beyond k for a row derived from a cached one: its updated distances are float64 and off by
         # `err` (tiny), not float32's bound, so a few suffice; near-ties fall to the whole shortlist ("wide")
         self.incremental_margin = incremental_margin
+        # Up to `prefetch` parents whose children's floors are within `prefetch_room` times their K-th distance
+        # join a batch's full search and become roots (speed only: every answer is proved either way)
+        self.prefetch, self.prefetch_room = prefetch, prefetch_room
         self.fallbacks = 0  # rows the certificate could not settle (for diagnostics)
         d = self.points.shape[1]
         self.cache = QueryCache(self.points, CACHE_ROWS if cache_rows is None else cache_rows, shortlist,
@@ -108,28 +112,46 @@ class ExactKNN:
         slot, mask = cache.parents(x)
         rows = (slot >= 0).nonzero().flatten()
         full = (slot < 0).nonzero().flatten()
+        extra = full[:0]  # cached rows re-rooted in this batch's full search
         if len(rows) and max(m, k + self.incremental_margin) < cache.shortlist:
-            got, ok, entry = self._from_parents(x[rows], slot[rows], mask[rows], k)
-            self._keep(x[rows], idx, rows, got, ok, entry, mask[rows])
+            got, ok, entry, room = self._from_parents(x[rows], slot[rows], mask[rows], k)
             fail = (~ok).nonzero().flatten()
+            first = (x[rows], rows, got, ok, entry, mask[rows], room)
             fresh = cache.slots["chain"][slot[rows[fail]]] == 0  # parents already at a chain's root
             stale = fail[~fresh]
             if len(stale) and cache.reserve > cache.shortlist:
                 # The parents have drifted from their chains' roots (an attack keeps coming back to the row it
                 # keeps): re-root them from their reserves, then derive the rows again
                 self._reroot(slot[rows[stale]].unique())
-                got, ok, entry = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
+                got, ok, entry, _ = self._from_parents(x[rows[stale]], slot[rows[stale]], mask[rows[stale]], k)
                 self._keep(x[rows[stale]], idx, rows[stale], got, ok, entry, mask[rows[stale]])
                 fail = torch.cat([fail[fresh], stale[~ok]])
             self.counts["uncertified"] += len(fail)
             full = torch.cat([full, rows[fail]])
+            xr, rr, got, ok, entry, mr, room = first
+            self._keep(xr, idx, rr, got, ok, entry, mr)
+            if len(full) and self.prefetch:
+                # A full search runs for this batch anyway, and a few more rows cost it little next to a pass of
+                # their own. The parents whose children's proofs have little room left (the row an attack keeps
+                # and perturbs again and again, on a chain drifted far from its root) are searched in it too and
+                # become roots in place, so their next children are proved from a root beside them.
+                risky = (ok & (room < self.prefetch_room)).nonzero().flatten()
+                risky = risky[room[risky].argsort()]
+                chain = cache.slots["chain"]
+                urgent = [s for s in slot[rr[risky]].tolist() if chain[s] > 0]  # most urgent first
+                extra = torch.tensor(list(dict.fromkeys(urgent))[:self.prefetch], dtype=torch.long, device=x.device)
         elif len(rows):
             full = torch.arange(len(x), device=x.device)
         if len(full):
-            got, approx, xn, bound = self._search_block(x[full], k)
-            idx[full] = got
+            xs = torch.cat([x[full], cache.slots["row"][extra]]) if len(extra) else x[full]
+            got, approx, xn, bound = self._search_block(xs, k)
+            idx[full] = got[:len(full)]
             self.counts["full"] += len(full)
-            cache.insert(self._root(x[full], approx, xn, bound))
+            roots = self._root(xs, approx, xn, bound)
+            cache.insert({key: value[:len(full)] for key, value in roots.items()})
+            for key, value in roots.items():
+                cache.slots[key][extra] = value[len(full):]
+            self.counts["prefetched"] += len(extra)
         return idx
 
     def _from_parents(self, x: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor, k: int):
@@ -150,7 +172,8 @@ class ExactKNN:
             got[wide], kth[wide] = self._rerank(x[wide], entry["idx"][wide], k)
             ok[wide] = entry["floor"][wide] > kth[wide] + _slack(kth[wide], d)
             self.counts["wide"] += len(wide)
-        return got, ok, entry
+        # how much room the proof has left: the floor over the K-th distance it must stay above
+        return got, ok, entry, entry["floor"] / bar
 
     def _keep(self, x, idx, rows, got, ok, entry, mask) -> None:
         idx[rows[ok]] = got[ok]

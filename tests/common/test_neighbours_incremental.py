@@ -55,13 +55,15 @@ def searches(points: torch.Tensor, queries: list[torch.Tensor], k: int, incremen
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2 ** 16), n=st.integers(40, 160), d=st.integers(4, 24), k=st.integers(1, 6),
        changed=st.integers(1, 3), margin=st.integers(0, 4), shortlist=st.integers(8, 48),
-       reserve=st.integers(8, 160))
+       reserve=st.integers(8, 160), prefetch=st.integers(0, 6), room=st.floats(1.0, 4.0))
 def test_random_walks_give_the_same_indices_with_and_without_the_incremental_search(seed, n, d, k, changed, margin,
-                                                                                     shortlist, reserve):
+                                                                                     shortlist, reserve, prefetch,
+                                                                                     room):
     points = tied_points(n, d, seed)
     start = points[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5]]  # exactly on points
     queries = walk(start, 12, changed, seed)
-    args = {"margin": margin, "shortlist": shortlist, "max_changed": d, "reserve": reserve}
+    args = {"margin": margin, "shortlist": shortlist, "max_changed": d, "reserve": reserve, "prefetch": prefetch,
+            "prefetch_room": room}
     want, _ = searches(points, queries, k, False, **args)
     got, knn = searches(points, queries, k, True, **args)
     for w, g in zip(want, got):
@@ -79,6 +81,20 @@ def test_the_incremental_search_answers_most_rows_of_a_local_walk(device):
     assert got[0].device == points.device
     assert knn.counts["incremental"] > 0.6 * sum(len(q) for q in queries)
     assert knn.counts["rerooted"] > 0
+
+
+def test_parents_near_their_proof_limit_are_rerooted_in_the_batch_full_search():
+    """Prefetch: a parent whose children are barely proved joins a full search that runs anyway and becomes a
+    root in place; the answers stay the same, and fewer rows fail their proof than without it."""
+    points = tied_points(400, 32, 0)
+    queries = walk(points[:8] + 0.01, 60, 2, 1)
+    args = {"margin": 4, "shortlist": 64, "max_changed": 8, "reserve": 128}
+    want, _ = searches(points, queries, 5, False, **args)
+    got, on = searches(points, queries, 5, True, **args, prefetch=8, prefetch_room=2.0)
+    _, off = searches(points, queries, 5, True, **args, prefetch=0)
+    assert all(torch.equal(w, g) for w, g in zip(want, got))
+    assert on.counts["prefetched"] > 0 and off.counts["prefetched"] == 0
+    assert on.counts["uncertified"] < off.counts["uncertified"]
 
 
 def test_a_dropped_coordinate_is_caught(monkeypatch):
