@@ -8,6 +8,8 @@ Checks on stored cells (cheap, run after every `otbench run` and in every report
 - `eps-not-monotone`: robust accuracy must not rise with eps beyond sampling noise.
 - `gradient-free-beats-gradient`: a gradient-free attack doing better than a gradient attack on the same
   defense, eps and norm points to masked or obfuscated gradients.
+- `clean-near-chance`: clean accuracy no better than always answering the most frequent label (plus
+  CHANCE_MARGIN): a failed training or a broken input pipeline, whose robust accuracies say nothing.
 Checks that query the defense (`preflight`, and the undefended-network check of the runner's suites):
 - `randomized`: outputs that change between identical calls; such defenses get EOT automatically, and
   one that did not declare it is flagged.
@@ -43,6 +45,7 @@ DEFAULT_EOT = 20     # EOT samples given to gradient attacks on randomized defen
 LARGE_EPS = {"L2": 0.5, "Linf": 0.5, "RMS": 0.5}  # L2: times sqrt(input dim); a budget that must break anything
 CHANCE_MARGIN = 0.10  # accuracy above chance + this, at LARGE_EPS on the undefended net, is flagged
 UNDEFENDED_N = 20
+CHANCE_MIN_N = 20  # fewer clean samples than this say too little about chance
 
 
 @dataclass
@@ -103,6 +106,7 @@ def cell_flags(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
         groups.setdefault(_group_key(cell), []).append(cell)
     for group in groups.values():
         flags += _eps_zero(store, group) + _monotone(store, group) + _gradient_free_beats_gradient(store, group)
+        flags += _clean_near_chance(store, group)
     return flags
 
 
@@ -127,6 +131,28 @@ def _eps_zero(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
                               f"{changed[:5]}); the attack or the defense is not deterministic or not sound",
                               [cell["cell_id"]]))
     return flags
+
+
+def _clean_near_chance(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
+    """One flag per defense configuration whose clean accuracy, over every sample any of its cells holds, is
+    within CHANCE_MARGIN of the share of the most frequent label among those samples (what a constant answer
+    scores), so it needs no class count."""
+    clean: dict[int, tuple[int, bool]] = {}
+    for cell in cells:
+        for r in store.rows(cell["cell_id"]):
+            clean.setdefault(r.sample_id, (r.label, r.clean_correct))
+    if len(clean) < CHANCE_MIN_N:
+        return []
+    labels = [label for label, _ in clean.values()]
+    chance = max(labels.count(v) for v in set(labels)) / len(labels)
+    acc = sum(ok for _, ok in clean.values()) / len(clean)
+    if acc > chance + CHANCE_MARGIN:
+        return []
+    return [Flag("clean-near-chance", "warning",
+                 f"{cells[0]['defense']}: clean accuracy {100 * acc:.1f}% on {len(clean)} samples is near chance "
+                 f"({100 * chance:.1f}% by always answering the most frequent label): its training or input pipeline "
+                 f"failed, and its robust accuracies say nothing about robustness",
+                 sorted(c["cell_id"] for c in cells))]
 
 
 def _monotone(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:

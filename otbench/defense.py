@@ -56,6 +56,9 @@ class Defense:
     has_metric_network: ClassVar[bool] = False
     task: ClassVar[str] = "classification"  # or "regression": logits() then returns predictions
     presets: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}  # preset -> {"train": {}, "defense": {}}
+    # preset -> why its model's clean accuracy is known to differ from a paper's (measured, with its cause): a
+    # report table states every clean gap beyond CLEAN_GAP_POINTS and quotes this, or says none is known
+    known_gaps: ClassVar[dict[str, str]] = {}
 
     def __init__(self, data: Dataset, config: dict[str, Any], device: torch.device) -> None:
         self.data, self.config, self.device = data, config, device
@@ -94,6 +97,10 @@ class Defense:
                 if not isinstance(sections, dict) or set(sections) - set(SECTIONS) or \
                         not all(isinstance(v, dict) for v in sections.values()):
                     problems.append(f"preset '{preset}' must map sections among {', '.join(SECTIONS)} to dicts")
+            unknown = [k for k in cls.known_gaps if k not in cls.presets or not isinstance(cls.known_gaps[k], str)]
+            if unknown:
+                problems.append(f"known_gaps must map its presets ({', '.join(cls.presets)}) to text, got "
+                                f"{', '.join(map(repr, unknown))}")
         if problems:
             raise OTBenchError(f"defense '{cls.name}' ({cls.__module__}.{cls.__qualname__}) is refused: "
                                + "; ".join(problems))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..defense import preset_note
+from ..defense import PRESET_NOTES, preset_note
 from ..store import ResultStore
 from .cells import Cell, collect, row_label
 from .figures import FIGURES
@@ -25,6 +25,32 @@ def fallback_note(fallen: list[str], preset: str) -> str:
     return (f"Rows marked `[preset {', '.join(fallen)}]` have no result at preset `{preset}` and were taken whole from "
             f"that preset: {', '.join(preset_note(p) for p in fallen)}. Their gap "
             f"to the paper measures that model, not the method; the trained-network lines below name each row's.")
+
+
+CLEAN_GAP_POINTS = 2.0  # a row further than this from the paper's clean accuracy is not the paper's model
+
+
+def clean_gap_lines(gaps: list[tuple[str, str, str, float, float]]) -> list[str]:
+    """Every (row label, defense, preset, measured, paper) clean accuracy further than CLEAN_GAP_POINTS from
+    the paper's, with the defense's stated cause for that preset (`Defense.known_gaps`), else what the preset is
+    where it is not a paper's own (`quick`, `cpu`, `paper-v1`: describe_preset), else the absence of a cause: a
+    table never shows another model as the paper's without saying so beside it."""
+    from ..registry import DEFENSES
+
+    lines = []
+    for label, defense, preset, measured, paper in gaps:
+        if abs(measured - paper) <= CLEAN_GAP_POINTS:
+            continue
+        cls = DEFENSES.get(defense) if defense in DEFENSES else None
+        # a cause the defense states for the preset, else what the preset is when it is not the paper's own
+        why = (cls.known_gaps.get(preset) if cls is not None else None) or (
+            f"the model of {preset_note(preset)}" if preset in PRESET_NOTES else "no cause is known yet")
+        line = f"- {label} (preset `{preset}`): {measured:.1f} against {paper:.1f} ({measured - paper:+.1f}): {why}."
+        lines += [] if line in lines else [line]
+    if not lines:
+        return []
+    return [f"Clean accuracy more than {CLEAN_GAP_POINTS:g} points from the paper's (the row's model is not the "
+            f"paper's; its robust numbers are measured on that model):", "", *lines, ""]
 
 
 def provenance(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
@@ -192,7 +218,8 @@ def table_flags(cells: list[Cell], store: ResultStore) -> list[dict[str, Any]]:
     mine = [store.cells(cell_id=i)[0] for i in dict.fromkeys(ids)]
     related = {c["cell_id"]: c for m in mine for c in store.cells(dataset=m["dataset"], defense=m["defense"])}
     fresh = [f for f in cell_flags(store, list(related.values())) if set(f.cells) & set(ids)]
-    recomputed = {f.code for f in fresh} | {"eps0-not-clean", "eps-not-monotone", "gradient-free-beats-gradient"}
+    recomputed = {f.code for f in fresh} | {"eps0-not-clean", "eps-not-monotone", "gradient-free-beats-gradient",
+                                           "clean-near-chance"}
     # stored cross-cell verdicts may predate the latest samples: those checks are re-run on the cells as they are
     kept = [f for f in store.flags(ids) if f["code"] not in recomputed]
     return kept + [f.as_dict() for f in fresh]
@@ -222,6 +249,8 @@ def markdown(spec: TableSpec, cells: list[Cell], prov: list[dict], preset: str,
     fallen = sorted({c.preset for c in cells if c.fallback and c.status == "measured"})
     if fallen:
         lines += [fallback_note(fallen, preset), ""]
+    lines += clean_gap_lines([(c.row.label, c.row.defense, c.preset or preset, c.measured, c.paper) for c in cells
+                              if c.column.metric == "clean" and c.measured is not None and c.paper is not None])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in _grid(spec, cells)]
     lines += ["", "## Diagnostics", ""]
@@ -298,6 +327,9 @@ def render_analysis(table: "AnalysisTable", store: ResultStore, out_dir: Path, c
         lines += [fallback_note(fallen, ctx.preset), ""]
     if table.paper_extra_source:
         lines += [table.paper_extra_source, ""]
+    lines += clean_gap_lines([(f"{v.section.label} / {v.row.label}", v.row.defense, v.fallback or ctx.preset,
+                               v.measured, v.paper) for v in values
+                              if v.metric.kind == "clean" and v.measured is not None and v.paper is not None])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in _analysis_grid(table, values)]
     lines += ["", "## How these numbers were made", ""]

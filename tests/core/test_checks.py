@@ -167,3 +167,23 @@ def test_eps0_flag_fires_when_an_attack_at_eps_0_changes_predictions(standard, t
     evaluate_defense(standard, {"pgd": [0.0]}, _subset(standard.data, 10), store, {"steps": 3}, progress=False, checks=False)
     sound = [c for c in store.cells() if c["defense"] == "standard"]
     assert checks.cell_flags(store, sound) == []
+
+
+def test_clean_accuracy_near_chance_is_flagged_once_per_defense(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    labels = [i % 3 for i in range(30)]  # the most frequent label's share: 10 / 30
+    near = [SampleRow(i, labels[i], labels[i] if i < 12 else (labels[i] + 1) % 3, 0, 0.0, None) for i in range(30)]
+    _cell(store, "a1", 1.0, near)  # 40% clean: within 10 points of 33.3%
+    _cell(store, "a2", 2.0, near[:25])
+    flags = [f for f in checks.cell_flags(store, store.cells()) if f.code == "clean-near-chance"]
+    assert len(flags) == 1 and flags[0].cells == ["a1", "a2"] and flags[0].level == "warning"
+    assert "40.0% on 30 samples" in flags[0].message and "33.3%" in flags[0].message
+
+    good = ResultStore(tmp_path / "g.sqlite")  # 14 of 30 clean-correct: 46.7%, above 33.3 + 10
+    _cell(good, "b1", 1.0, [SampleRow(i, labels[i], labels[i] if i < 14 else (labels[i] + 1) % 3, 0, 0.0, None)
+                            for i in range(30)])
+    assert not [f for f in checks.cell_flags(good, good.cells()) if f.code == "clean-near-chance"]
+    few = ResultStore(tmp_path / "f.sqlite")  # too few samples to say
+    _cell(few, "c1", 1.0, [SampleRow(i, labels[i], (labels[i] + 1) % 3, 0, 0.0, None)  # 0% clean, but 19 samples
+                           for i in range(checks.CHANCE_MIN_N - 1)])
+    assert not [f for f in checks.cell_flags(few, few.cells()) if f.code == "clean-near-chance"]

@@ -117,6 +117,8 @@ def test_temporary_registration_is_undone_and_the_original_keeps_its_name():
     ({"logits": None}, "does not implement logits()"),
     ({"randomized": "yes"}, "randomized must be True or False"),
     ({"task": "ranking"}, "task 'ranking' is not one of classification, regression"),
+    ({"known_gaps": {"paper": "a preset it does not have"}}, "known_gaps must map its presets (quick) to text, got 'paper'"),
+    ({"known_gaps": {"quick": 3}}, "known_gaps must map its presets (quick) to text, got 'quick'"),
 ])
 def test_a_defense_whose_declarations_contradict_its_methods_is_refused(attrs, problem):
     from otbench.defense import Defense
