@@ -137,8 +137,8 @@ class ExactKNN:
                 # become roots in place, so their next children are proved from a root beside them.
                 risky = (ok & (room < self.prefetch_room)).nonzero().flatten()
                 risky = risky[room[risky].argsort()]
-                chain = cache.slots["chain"]
-                urgent = [s for s in slot[rr[risky]].tolist() if chain[s] > 0]  # most urgent first
+                urgent = slot[rr[risky]]
+                urgent = urgent[cache.slots["chain"][urgent] > 0].tolist()  # chains, not roots; most urgent first
                 extra = torch.tensor(list(dict.fromkeys(urgent))[:self.prefetch], dtype=torch.long, device=x.device)
         elif len(rows):
             full = torch.arange(len(x), device=x.device)
