@@ -2,7 +2,7 @@
 runs exactly the cells the tables show): one `otbench run` per (defense, attack, settings) with all its eps, at
 the defense's campaign preset, assigned to one of two queues (one per core).
 
-    python reports/baselines_jobs.py [--n 500] [--n-slow 200] > jobs.txt
+    python reports/baselines_jobs.py [--n 500] [--n-slow 500] > jobs.txt
 
 Each line is `QUEUE: otbench-arguments`, QUEUE 0 (shared networks, trained first, one at a time), A or B (the
 two cores, in parallel; a defense's jobs stay in one queue so no network is trained by both), or Z (the
@@ -68,7 +68,7 @@ def job_lines(n: int, n_slow: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--n-slow", type=int, default=200)
+    parser.add_argument("--n-slow", type=int, default=500)
     args = parser.parse_args()
     print("\n".join(job_lines(args.n, args.n_slow)))
 

@@ -21,7 +21,7 @@ mkdir -p "$LOGS"
 JOBS="${1:-}"
 if [[ -z "$JOBS" ]]; then
   JOBS="$LOGS/jobs.txt"
-  "$PY" "$HERE/baselines_jobs.py" --n "${N:-500}" --n-slow "${N_SLOW:-200}" > "$JOBS" || exit 2
+  "$PY" "$HERE/baselines_jobs.py" --n "${N:-500}" --n-slow "${N_SLOW:-500}" > "$JOBS" || exit 2
 fi
 
 lines() {  # lines QUEUE: the otbench arguments of that queue's jobs, one per line
