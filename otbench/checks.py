@@ -106,7 +106,7 @@ def cell_flags(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
         groups.setdefault(_group_key(cell), []).append(cell)
     for group in groups.values():
         flags += _eps_zero(store, group) + _monotone(store, group) + _gradient_free_beats_gradient(store, group)
-        flags += _clean_near_chance(store, group)
+        flags += clean_near_chance(store, group)
     return flags
 
 
@@ -133,10 +133,11 @@ def _eps_zero(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
     return flags
 
 
-def _clean_near_chance(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
-    """One flag per defense configuration whose clean accuracy, over every sample any of its cells holds, is
-    within CHANCE_MARGIN of the share of the most frequent label among those samples (what a constant answer
-    scores), so it needs no class count."""
+def clean_near_chance(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
+    """One flag for the cells of one defense configuration whose clean accuracy, over every sample any of them
+    holds, is within CHANCE_MARGIN of the share of the most frequent label among those samples (what a constant
+    answer scores), so it needs no class count. Regression cells are left out (their labels are placeholders)."""
+    cells = [c for c in cells if not _is_regression(c)]
     clean: dict[int, tuple[int, bool]] = {}
     for cell in cells:
         for r in store.rows(cell["cell_id"]):

@@ -164,3 +164,22 @@ def test_a_worst_case_curve_reads_each_minimum_norm_cell_only_up_to_the_budget_i
     upto_3 = {0: math.inf, 1: 1.0, 2: math.inf}
     got = bounded_worst_curve([(upto_2, 2.0), (upto_3, 3.0)], [0.25, 1.5, 2.0, 2.5, 3.5])
     assert got == [1.0, pytest.approx(1 / 3), pytest.approx(1 / 3), pytest.approx(2 / 3), None]
+
+
+def test_a_defense_near_chance_is_marked_on_the_leaderboard_from_its_rows(tmp_path):
+    """The chance check runs on the store as it is (no stored flag needed): a defense whose clean predictions
+    are mostly wrong is marked, one that is right is not."""
+    from otbench.store import SampleRow
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    for defense, right in (("standard", 10), ("knn", 30)):  # 10 of 30: 33.3%, within 10 points of 8 of 30
+        rows = [SampleRow(i, i % 4, i % 4 if i < right else (i + 1) % 4, 0, 0.0, None) for i in range(30)]
+        store.ensure_cell(defense, {"dataset": "mnist", "defense": defense, "defense_config": {}, "attack": "pgd",
+                                    "attack_config": {"norm": "L2"}, "eps": 2.0, "seed": 0, "subset_seed": 0,
+                                    "preset": "quick"})
+        store.add_chunk(defense, 0, rows, {"wall_seconds": 0, "versions": {}, "device": "cpu", "machine": "test"})
+    boards, _, _ = leaderboard.leaderboards(store)
+    marks = {e.defense: e.marks for b in boards for e in b.entries}
+    assert "clean accuracy near chance" in marks["standard"]
+    assert "clean accuracy near chance" not in marks["knn"]
+    store.close()
