@@ -18,7 +18,6 @@ from pathlib import Path
 from otbench.common.neighbours import incremental_search
 from otbench.data import eval_subset, load_dataset
 from otbench.defense import create_defense
-from otbench.defenses.otad.defense import StepCache
 from otbench.provenance import machine, resolve_device
 from otbench.plan import evaluate_defense
 from otbench.store import ResultStore
@@ -26,7 +25,7 @@ from otbench.store import ResultStore
 
 def run_mode(otad, incremental: bool, eps_list: list[float], subset, queries: int, folder: Path) -> dict:
     otad.knn.cache.clear()
-    otad.steps_cache = StepCache()  # the relaxation-step memo would otherwise favour the second mode
+    otad.cip.reset()  # the CIP step's memos would otherwise favour the second mode
     otad.timings.clear()
     before = dict(otad.knn.counts)
     searched = {"rows": 0}

@@ -57,7 +57,7 @@ def trained(args) -> None:
 
 def paper_dims(args) -> None:
     from otbench.defenses.otad_t.cipnet import CIPNet
-    from otbench.defenses.otad_t.defense import CIPStep
+    from otbench.defenses.otad.step import CIPStep
     from otbench.defenses.otad_t.presets import CIPNET_PAPER, OTAD_T_DEFAULTS
     from otbench.defenses.otad_t.vit import VIT_PAPER, TransportViT, token_banks
 
@@ -76,7 +76,7 @@ def paper_dims(args) -> None:
     with torch.no_grad():
         for i in range(args.n):
             X, Z, ii = bank_x[idx[i:i + 1]], bank_z[idx[i:i + 1]], idx[i:i + 1]
-            step.steps_cache.__init__()
+            step.reset()
             s = time.perf_counter()
             res = step(xt[i:i + 1], X, Z, ii)
             t_exact.append(time.perf_counter() - s)
@@ -89,7 +89,7 @@ def paper_dims(args) -> None:
                                     l=cfg["l"], delta1=cfg["delta1"], delta2=cfg["delta2"], max_steps=2000,
                                     potentials=res.potentials[0].numpy(), polish=False)
                 t_conic.append(time.perf_counter() - s)
-        step.steps_cache.__init__()
+        step.reset()
         s = time.perf_counter()
         step(xt, bank_x[idx], bank_z[idx], idx)
         batched = (time.perf_counter() - s) / args.n

@@ -23,6 +23,7 @@ POTENTIALS = ("least", "lp")
 
 _FEAS_RTOL = 1e-9   # a positive cycle this small relative to max|w| is rounding (duplicate neighbours)
 _PINV_RTOL = 1e-10  # eigenvalues of the scaled KKT matrix below this fraction of the largest count as 0
+_LU_RTOL = 1e-6    # smallest LU pivot relative to the largest for which a face is solved by LU (else eigh)
 _KKT_RTOL = 1e-9    # optimality: Frank-Wolfe gap and multipliers relative to the gradient's scale
 _CHUNK = 2 ** 21    # float64 elements per batch chunk of d-dimensional work (16 MiB: the allocator reuses it)
 
@@ -43,25 +44,59 @@ def _constants(L, l):
     return c / L, c * l, 2 * c * l / L
 
 
-def _grams(X: torch.Tensor, Z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-    """Gram matrices (B, R, R) of the rows [X - xbar; Z - zbar; zbar; (x - xbar)].
+@dataclass
+class Neighbourhood:
+    """What the CIP needs of a batch of neighbourhoods (X, Z) alone, before any test point: the means, the Gram
+    matrices of the rows [X - xbar; Z - zbar; zbar] and the pair terms of eq. 15. An attack's successive queries
+    of one sample keep their neighbours, so a caller may compute it once per neighbour list and pass it to
+    solve_cip for every query (step.NeighbourhoodMemo): the result is the same, bit for bit."""
+    xbar: torch.Tensor   # (B, d) float64
+    zbar: torch.Tensor   # (B, d) float64
+    gram: torch.Tensor   # (B, 2K+1, 2K+1) float64
+    pairs: torch.Tensor  # (B, 4, K, K) float64, see _pair_terms
 
-    Every quantity of the CIP is an inner product of these rows. Centring on the neighbourhood means
-    keeps the differences |Z_i - Z_j|^2 etc. free of cancellation. Only the blocks used are multiplied."""
-    B, K, d = X.shape
+    def __getitem__(self, rows) -> "Neighbourhood":
+        return Neighbourhood(self.xbar[rows], self.zbar[rows], self.gram[rows], self.pairs[rows])
+
+
+def _chunks(B: int, K: int, d: int):
     step = max(1, _CHUNK // ((2 * K + 2) * d))
-    grams = []
-    for s in range(0, B, step):
-        Xs, Zs = X[s:s + step].double(), Z[s:s + step].double()
-        xbar, zbar = Xs.mean(1, keepdim=True), Zs.mean(1, keepdim=True)
-        Xc, Zc = Xs - xbar, Zs - zbar
-        V = zbar if x is None else torch.cat([zbar, x[s:s + step, None].double() - xbar], 1)
-        XV, ZV = Xc @ V.mT, Zc @ V.mT
-        ZX = Zc @ Xc.mT
-        grams.append(torch.cat([torch.cat([Xc @ Xc.mT, ZX.mT, XV], 2),
-                                torch.cat([ZX, Zc @ Zc.mT, ZV], 2),
-                                torch.cat([XV.mT, ZV.mT, V @ V.mT], 2)], 1))
-    return torch.cat(grams)
+    return [slice(s, s + step) for s in range(0, B, step)]
+
+
+def neighbourhood(X: torch.Tensor, Z: torch.Tensor) -> Neighbourhood:
+    """The test-point-free terms of the CIP for neighbours X, Z (B, K, d). Every row is computed on its own (a
+    row's numbers do not depend on the other rows of the batch), so memoised rows equal fresh ones.
+
+    Centring on the neighbourhood means keeps the differences |Z_i - Z_j|^2 etc. free of cancellation; one
+    product of the stacked rows is cheaper than one per block."""
+    B, K, d = X.shape
+    means, grams = [], []
+    for s in _chunks(B, K, d):
+        Xs, Zs = X[s].double(), Z[s].double()
+        xbar, zbar = Xs.mean(1), Zs.mean(1)
+        W = torch.cat([Xs - xbar[:, None], Zs - zbar[:, None], zbar[:, None]], 1)
+        means.append((xbar, zbar))
+        grams.append(W @ W.mT)
+    gram = torch.cat(grams)
+    return Neighbourhood(torch.cat([m[0] for m in means]), torch.cat([m[1] for m in means]), gram,
+                         _pair_terms(gram, K))
+
+
+def _query_terms(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, nb: Neighbourhood) -> torch.Tensor:
+    """(B, 2K+2): <Xc_j, v>, <Zc_j, v>, <zbar, v>, |v|^2 for v = x - xbar, the terms that involve the test point.
+    <Xc_j, v> is taken as <X_j, v> - <xbar, v>, which spares centring the neighbours for every query: v is already
+    centred, so the two terms are of the size of the result times |X_j| / |Xc_j| (a few units on images), far
+    from float64's limits."""
+    B, K, d = X.shape
+    out = []
+    for s in _chunks(B, K, d):
+        v = x[s].double() - nb.xbar[s]
+        means = torch.stack([nb.xbar[s], nb.zbar[s]], 1) @ v[..., None]  # (b, 2, 1): <xbar, v>, <zbar, v>
+        Xv = (X[s].double() @ v[..., None])[..., 0] - means[:, 0]
+        Zv = (Z[s].double() @ v[..., None])[..., 0] - means[:, 1]
+        out.append(torch.cat([Xv, Zv, means[:, 1], (v * v).sum(1, keepdim=True)], 1))
+    return torch.cat(out)
 
 
 def _sqdist(G: torch.Tensor) -> torch.Tensor:
@@ -89,7 +124,7 @@ def _weights(T: torch.Tensor, L: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
 def brenier_weights(X: torch.Tensor, Z: torch.Tensor, L, l) -> torch.Tensor:
     """w[..., i, j] of eq. 15 (constraint U_i - U_j >= w_ij), float64, (B, K, K) or (B, S, K, K) when
     L, l broadcast to (B, S)."""
-    T = _pair_terms(_grams(X, Z), X.shape[1])
+    T = neighbourhood(X, Z).pairs
     L, l = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=T.dtype, device=T.device) for v in (L, l)))
     shape = (T.shape[0],) if L.dim() < 2 else (T.shape[0], L.shape[-1])
     return _weights(T, L.broadcast_to(shape), l.broadcast_to(shape))
@@ -145,7 +180,7 @@ def first_feasible_step(X: torch.Tensor, Z: torch.Tensor, L: float, l: float, de
                         delta2: float, max_steps: int) -> torch.Tensor:
     """(B,) int64: the step s of Algorithm 2 at which eq. 15 first becomes feasible."""
     with torch.no_grad():
-        return _search(_pair_terms(_grams(X, Z), X.shape[1]), L, l, delta1, delta2, max_steps)
+        return _search(neighbourhood(X, Z).pairs, L, l, delta1, delta2, max_steps)
 
 
 def _lp_potentials(w: torch.Tensor) -> torch.Tensor:
@@ -197,21 +232,35 @@ def _face_step(H: torch.Tensor, c: torch.Tensor, grad: torch.Tensor,
                free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Step p (B, K) to the minimiser of f on the face {sum l = 1, l_i = 0 off free}: l + p. Where that
     face has no minimiser (H singular on it), p is instead a descent ray of zero curvature, which the
-    caller follows to the boundary; `singular` (B,) tells which."""
+    caller follows to the boundary; `singular` (B,) tells which.
+
+    An LU solve answers the well-conditioned faces (nearly all: about ten times cheaper than an
+    eigendecomposition of these small matrices); the others go through the eigendecomposition, which
+    separates the null space."""
     K = H.shape[-1]
     A, s = _kkt(H, c, free)
     rhs = torch.cat([torch.where(free, -grad, 0) / s[:, None], grad.new_zeros(len(grad), 1)], 1)
-    ev, V = torch.linalg.eigh(A)
-    keep = ev.abs() > _PINV_RTOL * ev.abs().amax(1, keepdim=True)
-    coef = (V.mT @ rhs[..., None])[..., 0]
-    step = (V @ torch.where(keep, coef / torch.where(keep, ev, 1), 0)[..., None])[:, :K, 0]
-    ray = (V @ torch.where(keep, 0, coef)[..., None])[:, :K, 0]  # the part of -grad in the null space
-    singular = ray.norm(dim=1) > 1e-9 * rhs.norm(dim=1)
-    return torch.where(singular[:, None], ray, step), singular
+    LU, pivots, info = torch.linalg.lu_factor_ex(A)
+    u = LU.diagonal(dim1=1, dim2=2).abs()
+    # pivots far above the eigendecomposition's null threshold (_PINV_RTOL): the face has a minimiser
+    solved = (info == 0) & (u.amin(1) > _LU_RTOL * u.amax(1))
+    step = torch.linalg.lu_solve(LU, pivots, rhs[..., None])[:, :K, 0]
+    singular = torch.zeros_like(solved)
+    hard = (~solved).nonzero().flatten()
+    if len(hard):
+        ev, V = torch.linalg.eigh(A[hard])
+        keep = ev.abs() > _PINV_RTOL * ev.abs().amax(1, keepdim=True)
+        coef = (V.mT @ rhs[hard, :, None])[..., 0]
+        exact = (V @ torch.where(keep, coef / torch.where(keep, ev, 1), 0)[..., None])[:, :K, 0]
+        ray = (V @ torch.where(keep, 0, coef)[..., None])[:, :K, 0]  # the part of -grad in the null space
+        flat = ray.norm(dim=1) > 1e-9 * rhs[hard].norm(dim=1)
+        step[hard] = torch.where(flat[:, None], ray, exact)
+        singular[hard] = flat
+    return step, singular
 
 
 @torch.no_grad()
-def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
+def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int, start_rounds: int = 2):
     """min_{l in simplex} 1/2 l'Hl - c'l, H PSD, by a primal active-set method (Nocedal-Wright 16.3),
     iterated on the batch's unfinished points. H may be singular (duplicate neighbours, K > d + 1).
     Returns (lam, free, converged)."""
@@ -219,12 +268,22 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
     hd = H.diagonal(dim1=1, dim2=2)
     # scale of the gradient's spread; the last term absorbs rounding in c (e.g. identical neighbours)
     gscale = hd.amax(1) + (c - c.mean(1, keepdim=True)).abs().amax(1) + 1e-6 * c.abs().amax(1)
-    # Start on the face of the coordinates that are positive in the affine minimiser (often the answer).
-    uniform = H.new_full((B, K), 1 / K)
-    grad = (H @ uniform[..., None])[..., 0] - c
-    p, singular = _face_step(H, c, grad, torch.ones_like(uniform, dtype=torch.bool))
-    free = ((uniform + p > 0) | singular[:, None])
-    free |= ~free.any(1, keepdim=True)
+    # Start on the face of the coordinates that are positive in the affine minimiser, and again on that face's
+    # minimiser, `start_rounds` times (a face often reached that way is the answer; the method below proves or
+    # leaves it, one coordinate at a time).
+    free = torch.ones((B, K), dtype=torch.bool, device=H.device)
+    todo = torch.arange(B, device=H.device)
+    for _ in range(start_rounds):
+        ft = free[todo]
+        centre = ft / ft.sum(1, keepdim=True).to(H.dtype)
+        p, singular = _face_step(H[todo], c[todo], (H[todo] @ centre[..., None])[..., 0] - c[todo], ft)
+        new = ft & ((centre + p > 0) | singular[:, None])
+        new |= ft & ~new.any(1, keepdim=True)
+        moved = (new != ft).any(1)
+        free[todo] = new
+        todo = todo[moved]
+        if not todo.numel():
+            break
     lam = free / free.sum(1, keepdim=True).to(H.dtype)
     todo = torch.arange(B, device=H.device)
     for _ in range(max_iter):
@@ -261,11 +320,12 @@ def _active_set(H: torch.Tensor, c: torch.Tensor, max_iter: int):
 def solve_cip(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, *, L: float = 2.0, l: float = 0.0,
               delta1: float = 0.2, delta2: float = 0.2, formulation: str = "paper",
               potentials: str = "least", max_steps: int = 2000,
-              steps: torch.Tensor | None = None) -> CIPResult:
+              steps: torch.Tensor | None = None, nb: Neighbourhood | None = None) -> CIPResult:
     """Algorithm 2 of OTAD for a batch: x (B, d), X (B, K, d) neighbours, Z (B, K, d) their features.
 
     `steps`: the first feasible relaxation step per point when the caller already knows it (it depends on
-    the neighbourhood (X, Z) only, not on x, so callers may memoise it per neighbour set)."""
+    the neighbourhood (X, Z) only, not on x, so callers may memoise it per neighbour set); `nb`: the same for
+    neighbourhood(X, Z), per ordered neighbour list (only where X and Z need no gradient)."""
     for name, value, valid in (("formulation", formulation, FORMULATIONS),
                                ("potentials", potentials, POTENTIALS)):
         if value not in valid:
@@ -277,12 +337,15 @@ def solve_cip(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, *, L: float = 2
         raise ValueError(f"need x (B, d), X and Z (B, K, d); got {tuple(x.shape)}, {tuple(X.shape)}, "
                          f"{tuple(Z.shape)}")
     B, K, d = X.shape
-    M = _grams(X, Z, x)
-    T = _pair_terms(M, K)
+    if nb is None:
+        nb = neighbourhood(X, Z)
+    elif torch.is_grad_enabled() and (X.requires_grad or Z.requires_grad):
+        raise ValueError("a precomputed neighbourhood carries no gradient in X or Z; pass nb=None")
+    T, q = nb.pairs, _query_terms(x, X, Z, nb)
     if steps is None:
         steps = _search(T.detach(), L, l, delta1, delta2, max_steps)
-    steps = steps.to(device=M.device, dtype=torch.long)
-    s = steps.to(M.dtype)
+    steps = steps.to(device=T.device, dtype=torch.long)
+    s = steps.to(T.dtype)
     L_t, l_t = L + delta1 * s, l - delta2 * s
     w = _weights(T, L_t, l_t)
     U = least_potentials(w)[0] if potentials == "least" else _lp_potentials(w)
@@ -291,10 +354,12 @@ def solve_cip(x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, *, L: float = 2
     # Gram matrix of the p_j (the dual is translation invariant; centring removes the common component).
     C1, C2, C3 = _constants(L, l)
     alpha = l if formulation == "paper" else L - l  # p_j = Z_j + alpha (x - X_j)
+    M = nb.gram
     XX, ZZ, ZX = M[:, :K, :K], M[:, K:2 * K, K:2 * K], M[:, K:2 * K, :K]
     Gc = ZZ - alpha * (ZX + ZX.mT) + alpha ** 2 * XX  # p_j - pbar = Zc_j - alpha Xc_j
-    zd = M[:, K:2 * K, -1] - ZX.diagonal(dim1=1, dim2=2) + M[:, 2 * K, -1:] - M[:, 2 * K, :K]  # <Z_j, x-X_j>
-    dd = M[:, -1, -1:] - 2 * M[:, :K, -1] + XX.diagonal(dim1=1, dim2=2)                        # |x - X_j|^2
+    Xv, Zv, zv, vv = q[:, :K], q[:, K:2 * K], q[:, 2 * K:2 * K + 1], q[:, -1:]
+    zd = Zv - ZX.diagonal(dim1=1, dim2=2) + zv - M[:, 2 * K, :K]  # <Z_j, x - X_j>
+    dd = vv - 2 * Xv + XX.diagonal(dim1=1, dim2=2)                # |x - X_j|^2
     # e_j = b_j + C1 |p_j - pbar|^2, with b_j = e_j(cip.md) - C1 |p_j|^2 expanded (no |Z_j|^2 cancellation)
     e = U + (1 + C3 - 2 * alpha * C1) * zd + (C2 - alpha ** 2 * C1) * dd + C1 * Gc.diagonal(dim1=1, dim2=2)
     H = 2 * C1 * Gc

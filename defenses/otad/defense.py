@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,14 +16,12 @@ from otbench.common.fc_training import fc_resnet_presets
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
-from .cip import FORMULATIONS, POTENTIALS, first_feasible_step, solve_cip
+from .cip import FORMULATIONS, POTENTIALS
+from .step import CIPStep
 
 # papers/otad.txt V-D1: K = 10, L = 2, l = 0, delta1 = delta2 = 0.2 on MNIST.
 OTAD_DEFAULTS: dict[str, Any] = {"K": 10, "L": 2.0, "l": 0.0, "delta1": 0.2, "delta2": 0.2,
                                  "formulation": "paper", "potentials": "least", "batch_size": 500}
-
-
-MAX_STEPS = 2000  # Algorithm 2's loop has no bound; this one is far above the ~200 seen on MNIST
 
 
 def check_cip_settings(cfg: dict[str, Any]) -> None:
@@ -35,36 +32,6 @@ def check_cip_settings(cfg: dict[str, Any]) -> None:
         raise OTBenchError(f"unknown potentials '{cfg['potentials']}'; valid: {', '.join(POTENTIALS)}")
     if not cfg["l"] < cfg["L"]:
         raise OTBenchError(f"OTAD needs l < L, got l={cfg['l']}, L={cfg['L']}")
-
-
-class StepCache:
-    """Memo of Algorithm 2's first feasible relaxation step per neighbour set.
-
-    Eq. 15 involves only the neighbours (X, Z), never the test point, so the step is a function of the
-    (unordered) neighbour set. An attack's successive queries of one sample almost always keep the same
-    neighbours, so this exact memo removes the feasibility search from nearly every query."""
-
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self._steps: dict[bytes, int] = {}
-        self.max_entries = max_entries
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def _keys(idx: torch.Tensor) -> list[bytes]:
-        return [row.tobytes() for row in np.sort(idx.cpu().numpy().astype(np.int64), axis=1)]
-
-    def lookup(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B,) int64 steps, -1 where the set has not been seen."""
-        found = [self._steps.get(k, -1) for k in self._keys(idx)]
-        out = torch.tensor(found, dtype=torch.long, device=idx.device)
-        n_hit = int((out >= 0).sum())
-        self.hits, self.misses = self.hits + n_hit, self.misses + len(found) - n_hit
-        return out
-
-    def store(self, idx: torch.Tensor, steps: torch.Tensor) -> None:
-        if len(self._steps) > self.max_entries:
-            self._steps.clear()  # a memo, not a store: dropping it only costs recomputation
-        self._steps.update(zip(self._keys(idx), steps.tolist()))
 
 
 @register_defense("otad")
@@ -83,27 +50,17 @@ class OTAD(NeighbourDefense):
     def __init__(self, data, config, device) -> None:
         super().__init__(data, config, device)
         self.last_steps: torch.Tensor | None = None  # relaxation steps of the last batch, for diagnostics
-        self.steps_cache = StepCache()
+        self.cip = CIPStep(config["defense"], self.timer)
 
     def cip_features(self, x: torch.Tensor):
         """The CIP features of x; differentiable a.e. in x when x requires grad (the neighbour set and the
-        relaxation step are piecewise constant in x, so only the QP's solution carries the gradient)."""
-        cfg = self.config["defense"]
+        relaxation step are piecewise constant in x, so only the QP's solution carries the gradient). The
+        potentials follow the neighbours in training-index order."""
         flat = x.flatten(1).to(self.device)
         with self.timer("neighbours"):
-            idx = self.knn.search(flat.detach(), cfg["K"])
-        X, Z = self.train_flat[idx].double(), self.bank[idx].double()
-        with self.timer("relaxation search"):
-            steps = self.steps_cache.lookup(idx)
-            miss = steps < 0
-            if miss.any():
-                steps[miss] = first_feasible_step(X[miss], Z[miss], cfg["L"], cfg["l"], cfg["delta1"],
-                                                  cfg["delta2"], MAX_STEPS)
-                self.steps_cache.store(idx[miss], steps[miss])
-        with self.timer("cip"):
-            result = solve_cip(flat.double(), X, Z, L=cfg["L"], l=cfg["l"], delta1=cfg["delta1"],
-                               delta2=cfg["delta2"], formulation=cfg["formulation"],
-                               potentials=cfg["potentials"], max_steps=MAX_STEPS, steps=steps)
+            # in training-index order, as the CIP step takes them (the K-NN lists them nearest first)
+            idx = self.knn.search(flat.detach(), self.config["defense"]["K"]).sort(1).values
+        result = self.cip(flat, self.train_flat[idx], self.bank[idx], idx)
         self.last_steps = result.steps
         return result
 

@@ -17,7 +17,8 @@ from otbench.common.regressor import TRAIN_REG_PAPER, TRAIN_REG_QUICK, Regressor
 from otbench.errors import OTBenchError
 from otbench.registry import register_defense
 
-from .defense import OTAD, OTAD_DEFAULTS, StepCache, _ExactOTAD, check_cip_settings
+from .defense import OTAD, OTAD_DEFAULTS, _ExactOTAD, check_cip_settings
+from .step import CIPStep
 
 
 def check_otad_config(cfg: dict[str, Any], n_train: int) -> None:
@@ -58,7 +59,7 @@ class OTADRegression(RegressorDefense):
         self.knn = ExactKNN(self.train_flat)
         self.bank = feature_bank(self.net, self.train_x, device)  # z_i = R(x_i)
         self.timings: Counter[str] = Counter()  # seconds per stage, as `otad` keeps them
-        self.steps_cache = StepCache()
+        self.cip = CIPStep(config["defense"], self.timer)
         self.last_steps: torch.Tensor | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from otbench.defenses.otad.cip import CIPResult, first_feasible_step, solve_cip
-from otbench.defenses.otad.defense import MAX_STEPS, StepCache, _ExactOTAD, check_cip_settings
+from otbench.defenses.otad.cip import CIPResult
+from otbench.defenses.otad.defense import _ExactOTAD, check_cip_settings
+from otbench.defenses.otad.step import CIPStep
 from otbench.common.fc_defense import check_k
 from otbench.common.neighbours import ExactKNN
 from otbench.defense import Defense
@@ -80,28 +81,6 @@ class ViTNeighbourDefense(Defense):
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-
-class CIPStep:
-    """OTAD's exact CIP step on token vectors, with the relaxation step memoised per neighbour set."""
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        check_cip_settings(cfg)
-        self.cfg = cfg
-        self.steps_cache = StepCache()
-
-    def __call__(self, xt: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, idx: torch.Tensor) -> CIPResult:
-        cfg = self.cfg
-        X, Z = X.double(), Z.double()
-        steps = self.steps_cache.lookup(idx)
-        miss = steps < 0
-        if miss.any():
-            steps[miss] = first_feasible_step(X[miss], Z[miss], cfg["L"], cfg["l"], cfg["delta1"], cfg["delta2"],
-                                              MAX_STEPS)
-            self.steps_cache.store(idx[miss], steps[miss])
-        return solve_cip(xt.double(), X, Z, L=cfg["L"], l=cfg["l"], delta1=cfg["delta1"], delta2=cfg["delta2"],
-                         formulation=cfg["formulation"], potentials=cfg["potentials"], max_steps=MAX_STEPS,
-                         steps=steps)
 
 
 class OTADTBase(ViTNeighbourDefense):

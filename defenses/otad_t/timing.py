@@ -13,7 +13,6 @@ import time
 
 import torch
 
-from otbench.defenses.otad.defense import StepCache
 
 from .cipnet import relative_error
 from .defense import OTADTBase
@@ -44,7 +43,7 @@ def measure_inference(exact: OTADTBase, nn_defense: OTADTNNBase, x: torch.Tensor
                                                    "conic_rel_error", "exact_correct", "cipnet_correct",
                                                    "conic_correct", "agree", "dim", "exact_step_s",
                                                    "cipnet_step_s")}
-    exact.cip.steps_cache = StepCache()  # no memo carried over from earlier queries: every sample pays its search
+    exact.cip.reset()  # no memo carried over from earlier queries: every sample pays its search
     for i in range(len(x)):
         xi = x[i:i + 1]
         c0, n0 = exact.timings["cip"], nn_defense.timings["cip-net"]
@@ -81,7 +80,7 @@ def measure_inference(exact: OTADTBase, nn_defense: OTADTNNBase, x: torch.Tensor
             out["conic_rel_error"].append(relative_error(g[None], res.features.double()).item())
     reps = []
     for _ in range(batched_repeats):
-        exact.cip.steps_cache = StepCache()
+        exact.cip.reset()
         reps.append(_timed(lambda: exact.logits(x))[1] / len(x))
     # one value per sample (the batch's mean over the repeats) and the spread over the repeats
     out["exact_batched_s"] = [statistics.mean(reps)] * len(x)

@@ -252,3 +252,56 @@ def test_cuda_matches_cpu():
     gpu = solve_cip(x.cuda(), X.cuda(), Z.cuda(), l=-1.0)
     assert torch.equal(gpu.steps.cpu(), cpu.steps) and gpu.converged.all()
     torch.testing.assert_close(gpu.features.cpu(), cpu.features, rtol=1e-9, atol=1e-10)
+
+
+def _face_step_by_eigh(H, c, grad, free):
+    """The face step by an eigendecomposition only (what _face_step does on the faces LU does not settle)."""
+    from otbench.defenses.otad.cip import _PINV_RTOL, _kkt
+    K = H.shape[-1]
+    A, s = _kkt(H, c, free)
+    rhs = torch.cat([torch.where(free, -grad, 0) / s[:, None], grad.new_zeros(len(grad), 1)], 1)
+    ev, V = torch.linalg.eigh(A)
+    keep = ev.abs() > _PINV_RTOL * ev.abs().amax(1, keepdim=True)
+    coef = (V.mT @ rhs[..., None])[..., 0]
+    step = (V @ torch.where(keep, coef / torch.where(keep, ev, 1), 0)[..., None])[:, :K, 0]
+    ray = (V @ torch.where(keep, 0, coef)[..., None])[:, :K, 0]
+    singular = ray.norm(dim=1) > 1e-9 * rhs.norm(dim=1)
+    return torch.where(singular[:, None], ray, step), singular
+
+
+@pytest.mark.parametrize("dup", [False, True])
+def test_face_step_matches_eigendecomposition(dup):
+    """LU on the well-conditioned faces, the eigendecomposition on the singular ones (duplicate points: a face
+    with no minimiser, whose step is a ray): the same steps and verdicts as the eigendecomposition alone."""
+    from otbench.defenses.otad.cip import _face_step
+    g = torch.Generator().manual_seed(11)
+    P = torch.randn(64, 8, 12, generator=g, dtype=torch.float64)
+    if dup:  # equal up to rounding-sized noise: LU finds tiny pivots, not exact zeros
+        P[:, 1] = P[:, 0] + 1e-14 * torch.randn(64, 12, generator=g, dtype=torch.float64)
+        P[:, 5] = P[:, 3]
+    H = P @ P.mT
+    c = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    if dup:  # unequal linear terms on equal points: the face's minimum is at infinity
+        c[:, 1] = c[:, 0] + 1.0
+    free = torch.rand(64, 8, generator=g) < 0.8
+    free[:, :2] = True
+    grad = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    step, singular = _face_step(H, c, grad, free)
+    ref_step, ref_singular = _face_step_by_eigh(H, c, grad, free)
+    assert torch.equal(singular, ref_singular) and singular.any() == dup
+    torch.testing.assert_close(step, ref_step, rtol=1e-7, atol=1e-9)
+
+
+def test_precomputed_neighbourhood_is_bitwise_equal():
+    """solve_cip with a neighbourhood computed beforehand (on other rows, in another batch) equals a fresh solve
+    bit for bit: what makes OTAD's per-neighbour-list memo exact."""
+    from otbench.defenses.otad.cip import neighbourhood
+    x, X, Z = _random_batch(12, 9, 10, 40, 0.3)
+    fresh = solve_cip(x, X, Z, l=0.0)
+    rows = torch.tensor([4, 0, 7])
+    nb = neighbourhood(torch.cat([X[rows], X]), torch.cat([Z[rows], Z]))[3:]  # other rows first, then these
+    memo = solve_cip(x, X, Z, l=0.0, nb=nb)
+    for name in ("features", "value", "potentials", "steps"):
+        assert torch.equal(getattr(memo, name), getattr(fresh, name)), name
+    with pytest.raises(ValueError, match="no gradient"):
+        solve_cip(x, X.requires_grad_(), Z, nb=nb)

@@ -73,20 +73,49 @@ def test_trained_model_is_cached_and_reused(mnist, standard):
 
 
 def test_step_memo_is_exact(otad, test_batch):
-    """Cached relaxation steps give exactly what a fresh search gives, also on perturbed queries."""
+    """Cached relaxation steps and neighbourhood terms give exactly what a fresh solve gives, bit for bit, also on
+    perturbed queries."""
     from otbench.defenses.otad.cip import solve_cip
-    from otbench.defenses.otad.defense import StepCache
 
     x = test_batch[0][:16]
-    otad.steps_cache = StepCache()
+    otad.cip.reset()
     otad.cip_features(x)
-    assert otad.steps_cache.misses == 16 and otad.steps_cache.hits == 0
+    assert otad.cip.steps_cache.misses == 16 and otad.cip.steps_cache.hits == 0
     moved = (x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     cached = otad.cip_features(moved)
-    assert otad.steps_cache.hits > 0
+    assert otad.cip.steps_cache.hits > 0 and otad.cip.neighbourhoods.hits > 0
     flat = moved.flatten(1).double()
-    idx = otad.knn.search(flat, 10)
+    idx = otad.knn.search(flat, 10).sort(1).values
     fresh = solve_cip(flat, otad.train_flat[idx].double(), otad.bank[idx].double(), L=2.0, l=0.0,
                       delta1=0.2, delta2=0.2)
     assert torch.equal(fresh.steps, cached.steps)
-    assert torch.allclose(fresh.features, cached.features, rtol=1e-12, atol=1e-12)
+    assert torch.equal(fresh.features, cached.features) and torch.equal(fresh.value, cached.value)
+
+
+def test_neighbourhood_memo_starts_over_when_full(otad, test_batch):
+    """A memo too small for the batches it sees starts over and still answers every row exactly."""
+    from otbench.defenses.otad.step import NeighbourhoodMemo
+
+    x = test_batch[0][:12]
+    otad.cip.reset()
+    want = otad.cip_features(x)
+    otad.cip.reset()
+    otad.cip.neighbourhoods = NeighbourhoodMemo(max_bytes=1)  # room for one batch's lists at a time
+    otad.cip_features(x[:5])
+    got = otad.cip_features(x)  # five lists stored, seven new: the memo starts over mid-batch
+    assert torch.equal(got.features, want.features)
+    assert otad.cip.neighbourhoods.hits == 5 and len(otad.cip.neighbourhoods.slots) == 12
+
+
+def test_cip_step_answer_depends_on_the_neighbour_set_alone(otad, test_batch):
+    """The neighbours in any order give the same answer, bit for bit (what makes the memos per set exact)."""
+    x = test_batch[0][:6].flatten(1)
+    idx = otad.knn.search(x, 10)
+    perm = torch.stack([torch.randperm(10, generator=torch.Generator().manual_seed(i)) for i in range(6)])
+    shuffled = idx.gather(1, perm)
+    answers = []
+    for order in (idx, shuffled):
+        otad.cip.reset()
+        answers.append(otad.cip(x, otad.train_flat[order], otad.bank[order], order))
+    assert torch.equal(answers[0].features, answers[1].features)
+    assert torch.equal(answers[0].potentials.gather(1, perm), answers[1].potentials)  # each in its caller's order
