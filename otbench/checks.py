@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -133,14 +133,17 @@ def _eps_zero(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
     return flags
 
 
-def clean_near_chance(store: ResultStore, cells: list[dict[str, Any]]) -> list[Flag]:
+def clean_near_chance(store: ResultStore, cells: list[dict[str, Any]],
+                      rows: Callable[[str], list] | None = None) -> list[Flag]:
     """One flag for the cells of one defense configuration whose clean accuracy, over every sample any of them
     holds, is within CHANCE_MARGIN of the share of the most frequent label among those samples (what a constant
-    answer scores), so it needs no class count. Regression cells are left out (their labels are placeholders)."""
+    answer scores), so it needs no class count. Regression cells are left out (their labels are placeholders).
+    `rows(cell_id)`: the cell's rows, for a caller that has read them already (default: from the store)."""
+    rows = rows or store.rows
     cells = [c for c in cells if not _is_regression(c)]
     clean: dict[int, tuple[int, bool]] = {}
     for cell in cells:
-        for r in store.rows(cell["cell_id"]):
+        for r in rows(cell["cell_id"]):
             clean.setdefault(r.sample_id, (r.label, r.clean_correct))
     if len(clean) < CHANCE_MIN_N:
         return []

@@ -34,22 +34,22 @@ class StepCache:
         self.max_entries = max_entries
         self.hits = self.misses = 0
 
-    @staticmethod
-    def _keys(idx: torch.Tensor) -> list[bytes]:
-        return [row.tobytes() for row in np.sort(idx.cpu().numpy().astype(np.int64), axis=1)]
-
-    def lookup(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B,) int64 steps, -1 where the set has not been seen."""
-        found = [self._steps.get(k, -1) for k in self._keys(idx)]
-        out = torch.tensor(found, dtype=torch.long, device=idx.device)
-        n_hit = int((out >= 0).sum())
+    def lookup(self, keys: list[bytes]) -> list[int]:
+        """The step of each neighbour set (`set_keys`), -1 where the set has not been seen."""
+        found = [self._steps.get(k, -1) for k in keys]
+        n_hit = sum(v >= 0 for v in found)
         self.hits, self.misses = self.hits + n_hit, self.misses + len(found) - n_hit
-        return out
+        return found
 
-    def store(self, idx: torch.Tensor, steps: torch.Tensor) -> None:
+    def store(self, keys: list[bytes], steps: list[int]) -> None:
         if len(self._steps) > self.max_entries:
             self._steps.clear()  # a memo, not a store: dropping it only costs recomputation
-        self._steps.update(zip(self._keys(idx), steps.tolist()))
+        self._steps.update(zip(keys, steps))
+
+
+def set_keys(idx: torch.Tensor) -> list[bytes]:
+    """One key per row of neighbour indices (B, K) in training-index order: the neighbour set, as both memos key it."""
+    return [row.tobytes() for row in idx.cpu().numpy().astype(np.int64)]
 
 
 class NeighbourhoodMemo:
@@ -62,8 +62,8 @@ class NeighbourhoodMemo:
         self.table: Neighbourhood | None = None
         self.hits = self.misses = 0
 
-    def get(self, idx: torch.Tensor, X: torch.Tensor, Z: torch.Tensor) -> Neighbourhood:
-        keys = [row.tobytes() for row in idx.cpu().numpy().astype(np.int64)]
+    def get(self, keys: list[bytes], X: torch.Tensor, Z: torch.Tensor) -> Neighbourhood:
+        """cip.neighbourhood(X, Z) for neighbour sets `keys` (set_keys), from the memo where it holds them."""
         miss = [i for i, k in enumerate(keys) if k not in self.slots]
         self.hits, self.misses = self.hits + len(keys) - len(miss), self.misses + len(miss)
         if miss:
@@ -120,15 +120,16 @@ class CIPStep:
     def _solve(self, x: torch.Tensor, X: torch.Tensor, Z: torch.Tensor, idx: torch.Tensor) -> CIPResult:
         cfg = self.cfg
         X, Z = X.double(), Z.double()
+        keys = set_keys(idx)
         with self.timer("relaxation search"):
-            steps = self.steps_cache.lookup(idx)
-            miss = steps < 0
-            if miss.any():
+            steps = torch.tensor(self.steps_cache.lookup(keys), dtype=torch.long, device=X.device)
+            miss = (steps < 0).nonzero().flatten()
+            if len(miss):
                 steps[miss] = first_feasible_step(X[miss], Z[miss], cfg["L"], cfg["l"], cfg["delta1"],
                                                   cfg["delta2"], MAX_STEPS)
-                self.steps_cache.store(idx[miss], steps[miss])
+                self.steps_cache.store([keys[i] for i in miss.tolist()], steps[miss].tolist())
         with self.timer("cip"):
-            nb = self.neighbourhoods.get(idx, X, Z) if self.memo and not (X.requires_grad or Z.requires_grad) else None
+            nb = self.neighbourhoods.get(keys, X, Z) if self.memo and not (X.requires_grad or Z.requires_grad) else None
             return solve_cip(x.double(), X, Z, L=cfg["L"], l=cfg["l"], delta1=cfg["delta1"], delta2=cfg["delta2"],
                              formulation=cfg["formulation"], potentials=cfg["potentials"], max_steps=MAX_STEPS,
                              steps=steps, nb=nb)

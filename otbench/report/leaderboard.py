@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import config_hash, merge
 from ..attacks.base import GRADIENT_NEEDS
+from ..checks import clean_near_chance
 from ..identity import cell_network, network_summary
 from ..registry import ATTACKS, DEFENSES, TABLES
 from ..runner import worst_case
@@ -228,12 +229,16 @@ def _own(cell: dict[str, Any], rows: list, eps: float) -> tuple[int, float, floa
 def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
     """The group's leaderboard rows, one per (norm, eps) it has attack cells at."""
     fixed, minimum = _budget_cells(group.cells)
-    from ..checks import clean_near_chance
+    rows_of: dict[str, list] = {}  # each cell's rows read once, however many budgets and checks read them
+
+    def rows(cell_id: str) -> list:
+        if cell_id not in rows_of:
+            rows_of[cell_id] = store.rows(cell_id)
+        return rows_of[cell_id]
 
     # the chance check over the group as it is now (a store filled before the check existed has no such flag)
     stored_flags = [f for f in store.flags([c["cell_id"] for c in group.cells]) if f["code"] != "clean-near-chance"]
-    stored_flags += [f.as_dict() for f in clean_near_chance(store, group.cells)]
-    rows_of: dict[str, list] = {}  # each cell's rows read once, however many budgets read them
+    stored_flags += [f.as_dict() for f in clean_near_chance(store, group.cells, rows)]
     out = []
     for norm in sorted(set(fixed) | set(minimum)):
         for eps in sorted({c["eps"] for c in fixed.get(norm, []) + minimum.get(norm, []) if c["eps"] > 0}):
@@ -244,11 +249,9 @@ def group_entries(store: ResultStore, group: DefenseGroup) -> list[Entry]:
             wc = worst_case(store, ids, None, {c["cell_id"]: eps for c in mins})
             cells = []
             for c in at:
-                if c["cell_id"] not in rows_of:
-                    rows_of[c["cell_id"]] = store.rows(c["cell_id"])
-                rows = rows_of[c["cell_id"]]
-                n, clean, robust = _own(c, rows, eps)
-                queries, seconds = _cost(store, c["cell_id"], rows)
+                cell_rows = rows(c["cell_id"])
+                n, clean, robust = _own(c, cell_rows, eps)
+                queries, seconds = _cost(store, c["cell_id"], cell_rows)
                 cls = ATTACKS.get(c["attack"]) if c["attack"] in ATTACKS else None
                 cells.append(AttackCell(c["cell_id"], c["attack"], attack_label(c), cls.needs if cls else "?",
                                         is_minimum_norm(c["attack"]), eps, n, clean, robust,
